@@ -1,0 +1,3 @@
+from bpfast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The book's ``common/layers.py``: same classes, attributes and numbers, kernels underneath.
+
+``from bpfast.layers import *`` replaces ``from common.layers import *``. Layers hold
+references to W and b and read them at every call, so in-place updates reach the next
+forward; every backward returns fresh gradient arrays (``Relu.backward`` excepted: it
+zeroes ``dout`` in place and returns it, as the book does).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpfast import _arrays
+from bpfast._backend import current
+from bpfast.backends import numpy_ref
+from bpfast.functions import softmax_loss_backward, softmax_with_loss
+
+__all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
+
+
+class MulLayer:
+    """out = x * y; backward swaps the inputs (the book's multiplication node)."""
+
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        dx = dout * self.y
+        dy = dout * self.x
+        return dx, dy
+
+
+class AddLayer:
+    """out = x + y; backward passes dout to both inputs."""
+
+    def __init__(self):
+        pass
+
+    def forward(self, x, y):
+        return x + y
+
+    def backward(self, dout):
+        dx = dout * 1
+        dy = dout * 1
+        return dx, dy
+
+
+class Relu:
+    """out = x where x > 0, else 0; ``mask`` is ``x <= 0`` (NaN passes through)."""
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        x = _arrays.as_numeric(x, "x")
+        backend = current() if _arrays.kernel_dtype(x.dtype) else numpy_ref
+        out, self.mask = backend.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        """Zeroes ``dout`` where the forward input was <= 0, in place, and returns it."""
+        if self.mask is None:
+            raise RuntimeError("Relu.backward called before Relu.forward")
+        dout = _arrays.as_numeric(dout, "dout")
+        _arrays.require_shape(dout.shape == self.mask.shape, "Relu.backward", ("dout", dout.shape), ("mask", self.mask.shape))
+        if not dout.flags.writeable:
+            raise ValueError("Relu.backward: dout is read-only, but the book's Relu zeroes it in place")
+        backend = current() if _arrays.kernel_dtype(dout.dtype) else numpy_ref
+        backend.relu_backward(dout, self.mask)
+        return dout
+
+
+class Sigmoid:
+    """out = 1 / (1 + exp(-x)); backward is dout * (1 - out) * out."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        x = _arrays.as_numeric(x, "x")
+        dtype = _arrays.float_result_dtype(x)
+        backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
+        self.out = backend.sigmoid_forward(_arrays.cast(x, dtype))
+        return self.out
+
+    def backward(self, dout):
+        if self.out is None:
+            raise RuntimeError("Sigmoid.backward called before Sigmoid.forward")
+        dout = _arrays.as_numeric(dout, "dout")
+        _arrays.require_shape(dout.shape == self.out.shape, "Sigmoid.backward", ("dout", dout.shape), ("out", self.out.shape))
+        dtype = np.result_type(dout, self.out)
+        backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
+        return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(self.out, dtype))
+
+
+class Affine:
+    """out = x·W + b for x (N, ...) flattened to (N, D), W (D, M), b (M,) or (1, M)."""
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        x = _arrays.as_numeric(x, "x")
+        W = _arrays.as_numeric(self.W, "W")
+        b = _arrays.as_numeric(self.b, "b")
+        if x.ndim == 0:
+            raise ValueError(f"Affine: x must have a batch axis, got shape {x.shape}")
+        n = x.shape[0]
+        x2 = x.reshape(n, int(np.prod(x.shape[1:], dtype=np.int64)))
+        _arrays.require_shape(W.ndim == 2 and x2.shape[1] == W.shape[0], "Affine", ("x", x.shape), ("W", W.shape))
+        _arrays.require_shape(b.shape in ((W.shape[1],), (1, W.shape[1])), "Affine", ("b", b.shape), ("W", W.shape))
+        self.original_x_shape = x.shape
+        self.x = x2
+        dtype = np.result_type(x2, W, b)
+        if _arrays.kernel_dtype(dtype) is None:
+            return numpy_ref.affine_forward(x2, W, b)
+        cast = _arrays.cast
+        return current().affine_forward(cast(x2, dtype), cast(W, dtype), cast(b.reshape(-1), dtype))
+
+    def backward(self, dout):
+        """Sets ``dW`` (D, M) and ``db`` (M,); returns dx in the forward input's shape."""
+        if self.x is None:
+            raise RuntimeError("Affine.backward called before Affine.forward")
+        dout = _arrays.as_numeric(dout, "dout")
+        W = _arrays.as_numeric(self.W, "W")
+        expected = (self.x.shape[0], W.shape[1])
+        _arrays.require_shape(dout.shape == expected, "Affine.backward", ("dout", dout.shape), ("x·W", expected))
+        dx, self.dW, self.db = _affine_backward(dout, self.x, W)
+        return dx.reshape(*self.original_x_shape)
+
+
+def _affine_backward(dout, x, W):
+    """(dx, dW, db) with the dtypes NumPy's formulas would give, computed in one kernel dtype."""
+    dtype = np.result_type(dout, x, W)
+    if _arrays.kernel_dtype(dtype) is None:
+        return numpy_ref.affine_backward(dout, x, W)
+    cast = _arrays.cast
+    dx, dW, db = current().affine_backward(cast(dout, dtype), cast(x, dtype), cast(W, dtype))
+    return (cast(dx, np.result_type(dout, W)), cast(dW, np.result_type(x, dout)), cast(db, dout.dtype))
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the cross-entropy error; ``loss``, ``y`` and ``t`` as in the book."""
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+        self._target = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y, self.loss, self._target = softmax_with_loss(x, t)
+        return self.loss
+
+    def backward(self, dout=1):
+        """dx = (y - t) / N (one-hot t) or the label form, scaled by dout."""
+        if self.y is None:
+            raise RuntimeError("SoftmaxWithLoss.backward called before SoftmaxWithLoss.forward")
+        return softmax_loss_backward(self.y, self._target, dout)
