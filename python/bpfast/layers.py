@@ -147,7 +147,8 @@ def _affine_backward(dout, x, W):
         return numpy_ref.affine_backward(dout, x, W)
     cast = _arrays.cast
     dx, dW, db = current().affine_backward(cast(dout, dtype), cast(x, dtype), cast(W, dtype))
-    return (cast(dx, np.result_type(dout, W)), cast(dW, np.result_type(x, dout)), cast(db, dout.dtype))
+    db_dtype = np.empty(0, dout.dtype).sum().dtype  # np.sum widens small integers (int32 -> int64)
+    return (cast(dx, np.result_type(dout, W)), cast(dW, np.result_type(x, dout)), cast(db, db_dtype))
 
 
 class SoftmaxWithLoss:
