@@ -1,0 +1,280 @@
+"""Shared fixtures and helpers: the backend fixture, the book's formulas, awkward arrays, tolerances.
+
+Every test that takes the ``backend`` fixture runs once per backend (numpy, numba, cpp)
+inside ``bpfast.use_backend(name)``; a backend that does not load here is skipped with
+the reason it gave. Results are compared with the NumPy reference backend and with the
+book's formulas written out below (independent of bpfast), so the reference itself is
+checked too.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bpfast
+
+# ``bpfast.backends`` is the function listing backends; the package of the same name is here.
+_backends = importlib.import_module("bpfast.backends")
+
+BACKENDS = ("numpy", "numba", "cpp")
+DTYPES = (np.float32, np.float64)
+LAYOUTS = ("contiguous", "transposed", "strided", "negative_stride", "readonly", "misaligned")
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@functools.cache
+def unavailable_reason(name: str) -> str | None:
+    """None when backend ``name`` loads here, else why not (checked once per session)."""
+    if _backends.importable(name):
+        return None
+    try:
+        _backends.load(name)
+    except ImportError as exc:
+        return f"backend {name!r} is not available here: {exc}"
+    return None
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The name of the backend under test; the test body runs inside ``use_backend(name)``."""
+    reason = unavailable_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    with bpfast.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240501)
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if unavailable_reason(name) is None]
+
+
+# --- The book's formulas (common/functions.py, common/layers.py), written out plainly ---
+
+
+class Book:
+    """The book's code, as printed (with ``reshape(N, D)`` where the book's -1 fails on N=0)."""
+
+    @staticmethod
+    def sigmoid(x):
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-x))
+
+    @staticmethod
+    def sigmoid_grad(x):
+        return (1.0 - Book.sigmoid(x)) * Book.sigmoid(x)
+
+    @staticmethod
+    def relu(x):
+        return np.maximum(0, x)
+
+    @staticmethod
+    def relu_grad(x):
+        grad = np.zeros_like(x)
+        grad[x >= 0] = 1
+        return grad
+
+    @staticmethod
+    def step_function(x):
+        return np.array(x > 0, dtype=int)
+
+    @staticmethod
+    def softmax(x):
+        x = x - np.max(x, axis=-1, keepdims=True)
+        return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+    @staticmethod
+    def sum_squared_error(y, t):
+        return 0.5 * np.sum((y - t) ** 2)
+
+    @staticmethod
+    def cross_entropy_error(y, t):
+        if y.ndim == 1:
+            t = t.reshape(1, t.size)
+            y = y.reshape(1, y.size)
+        if t.size == y.size:
+            t = t.argmax(axis=1)
+        batch_size = y.shape[0]
+        return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+    @staticmethod
+    def softmax_loss(x, t):
+        return Book.cross_entropy_error(Book.softmax(x), t)
+
+    @staticmethod
+    def softmax_with_loss(x, t):
+        """SoftmaxWithLoss forward then backward(1): (loss, y, dx)."""
+        y = Book.softmax(x)
+        loss = Book.cross_entropy_error(y, t)
+        batch_size = t.shape[0]
+        if t.size == y.size:
+            dx = (y - t) / batch_size
+        else:
+            dx = y.copy()
+            dx[np.arange(batch_size), t] -= 1
+            dx = dx / batch_size
+        return loss, y, dx
+
+    @staticmethod
+    def affine(x, W, b, dout):
+        """Affine forward then backward: (out, dx, dW, db)."""
+        x2 = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        out = np.dot(x2, W) + b
+        dx = np.dot(dout, W.T).reshape(*x.shape)
+        return out, dx, np.dot(x2.T, dout), np.sum(dout, axis=0)
+
+    @staticmethod
+    def relu_layer(x, dout):
+        """Relu forward then backward: (out, mask, dx)."""
+        mask = x <= 0
+        out = x.copy()
+        out[mask] = 0
+        dout = dout.copy()
+        dout[mask] = 0
+        return out, mask, dout
+
+    @staticmethod
+    def sigmoid_layer(x, dout):
+        """Sigmoid forward then backward: (out, dx)."""
+        out = Book.sigmoid(x)
+        return out, dout * (1.0 - out) * out
+
+
+# --- Awkward arrays ---
+
+
+def arrange(values: np.ndarray, layout: str) -> np.ndarray:
+    """An array equal to ``values`` laid out as ``layout`` (one of LAYOUTS)."""
+    values = np.asarray(values)
+    if layout == "contiguous":
+        return values.copy()
+    if layout == "transposed":  # x.T of a C-contiguous array of the reversed shape
+        a = np.ascontiguousarray(values.T).T
+        assert values.ndim < 2 or min(values.shape) < 2 or not a.flags.c_contiguous
+        return a
+    if layout == "strided":  # every other element of the last axis
+        big = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), dtype=values.dtype)
+        a = big[..., ::2]
+        a[...] = values
+        assert values.size < 2 or not a.flags.c_contiguous
+        return a
+    if layout == "negative_stride":
+        a = np.flip(np.flip(values).copy())
+        assert all(s <= 0 for s in a.strides)
+        return a
+    if layout == "readonly":
+        a = values.copy()
+        a.flags.writeable = False
+        return a
+    if layout == "misaligned":  # a buffer view one byte off the itemsize
+        buffer = bytearray(values.nbytes + 1)
+        a = np.frombuffer(buffer, dtype=values.dtype, offset=1, count=values.size).reshape(values.shape)
+        a[...] = values
+        assert values.dtype.itemsize == 1 or not a.flags.aligned
+        return a
+    raise ValueError(layout)
+
+
+def normal(seed, shape, dtype, layout="contiguous"):
+    """Seeded standard normal values of ``dtype`` laid out as ``layout``."""
+    values = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return arrange(values, layout)
+
+
+def labels(seed, n, c):
+    return np.random.default_rng(seed).integers(0, c, size=n)
+
+
+def one_hot(t, c, dtype=np.float64):
+    out = np.zeros((len(t), c), dtype=dtype)
+    out[np.arange(len(t)), t] = 1
+    return out
+
+
+# --- Tolerances by dtype ---
+
+ELEMENTWISE_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12, np.dtype(np.float16): 1e-3}
+
+
+def matmul_rtol(dtype, k: int) -> float:
+    """Matrix products and sums of k terms: 1e-10 in float64, 4·sqrt(k)·eps in float32."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return 1e-10
+    return 4 * np.sqrt(max(k, 1)) * float(np.finfo(dtype).eps)
+
+
+def assert_matches(got, expected, *, exact=False, k=None, scale=0.0, tol_dtype=None, what="result"):
+    """Same dtype and shape; values exact, or within the dtype's tolerance.
+
+    The bound is ``rtol * (|expected| + scale)``: elementwise rtol by default, the matrix
+    product rtol for ``k`` terms when ``k`` is given (pass ``scale = |x|·|W|`` then).
+    ``tol_dtype`` takes the tolerance of another dtype (mixed inputs: the least precise).
+    """
+    got_a = np.asarray(got)
+    exp_a = np.asarray(expected)
+    assert got_a.dtype == exp_a.dtype, f"{what}: dtype {got_a.dtype}, expected {exp_a.dtype}"
+    assert got_a.shape == exp_a.shape, f"{what}: shape {got_a.shape}, expected {exp_a.shape}"
+    if exact or exp_a.dtype.kind not in "fc":
+        np.testing.assert_array_equal(got_a, exp_a, err_msg=what, strict=True)
+        return
+    tol_dtype = np.dtype(tol_dtype or exp_a.dtype)
+    rtol = ELEMENTWISE_RTOL[tol_dtype] if k is None else matmul_rtol(tol_dtype, k)
+    bound = rtol * (np.abs(exp_a.astype(np.float64)) + scale)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got_a.astype(np.float64) - exp_a.astype(np.float64))
+        same_special = (np.isnan(got_a) & np.isnan(exp_a)) | (got_a == exp_a)
+    bad = ~(same_special | (np.isfinite(exp_a) & (diff <= bound)))
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())} of {bad.size} elements off; worst |diff| {diff[bad].max():.3g} "
+        f"at {np.unravel_index(np.argmax(np.where(bad, diff, -1)), bad.shape)}, rtol {rtol:.3g}"
+    )
+
+
+def oracle(make_inputs, api, book, checks):
+    """Run ``api`` on the active backend and on the numpy reference, and ``book``.
+
+    ``make_inputs()`` builds fresh inputs for each run (so in-place writes do not leak);
+    ``api``/``book`` take them and return a tuple of results; ``checks`` holds one dict of
+    ``assert_matches`` options per result. The reference must match the book, and the
+    backend under test the reference.
+    """
+    got = api(*make_inputs())
+    with bpfast.use_backend("numpy"):
+        ref = api(*make_inputs())
+    expected = book(*make_inputs())
+    assert len(got) == len(ref) == len(expected) == len(checks)
+    for i, (g, r, e, options) in enumerate(zip(got, ref, expected, checks)):
+        assert_matches(r, e, what=f"numpy reference vs the book, result {i}", **options)
+        assert_matches(g, r, what=f"{bpfast.get_backend()} vs numpy reference, result {i}", **options)
+    return got
+
+
+# --- Subprocesses ---
+
+
+def python_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child Python that imports this bpfast (installed or not)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPFAST_")}
+    package_parent = str(Path(bpfast.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    env.update(overrides)
+    return env
+
+
+def run_python(args, **env_overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], env=python_env(**env_overrides), capture_output=True, text=True, timeout=120
+    )
