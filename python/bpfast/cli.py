@@ -24,12 +24,145 @@ def _print_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_data(args: argparse.Namespace):
+    """(train, test, description) for --dataset; MNIST falls back to scikit-learn's digits."""
+    from bpfast import datasets
+
+    if args.dataset == "digits":
+        return (*_digits(args.seed), "scikit-learn 8x8 digits")
+    try:
+        train, test = datasets.load_mnist(normalize=True, flatten=True, dataset=args.dataset, data_dir=args.data)
+        return train, test, args.dataset
+    except datasets.DatasetError as exc:
+        print(f"bpfast train: {args.dataset} is not available: {exc}", file=sys.stderr)
+    try:
+        train, test = _digits(args.seed)
+    except ImportError:
+        raise SystemExit("bpfast train: no data to train on (install the demo extra, pip install 'bpfast[demo]', "
+                         "to fall back to scikit-learn's digits)") from None
+    print("bpfast train: training on scikit-learn's bundled 8x8 digits instead (1,797 images, NOT MNIST)",
+          file=sys.stderr)
+    return train, test, "scikit-learn 8x8 digits (fallback)"
+
+
+def _digits(seed):
+    """scikit-learn's 8x8 digits, pixels scaled to [0, 1] as float32, split 80/20."""
+    from sklearn.datasets import load_digits
+
+    import numpy as np
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    t = digits.target.astype(np.uint8)
+    order = np.random.default_rng(seed if seed is not None else 0).permutation(len(x))
+    cut = int(len(x) * 0.8)
+    return (x[order[:cut]], t[order[:cut]]), (x[order[cut:]], t[order[cut:]])
+
+
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    import bpfast
+    from bpfast.nets import TwoLayerNet
+    from bpfast.training import train
+
+    started = time.perf_counter()
+    if args.backend:
+        bpfast.set_backend(args.backend)
+    if args.seed is not None:
+        np.random.seed(args.seed)
+    (x_train, t_train), (x_test, t_test), source = _load_data(args)
+    iters = args.iters if args.epochs is None else max(args.epochs * x_train.shape[0] // args.batch_size, 1)
+    net = TwoLayerNet(x_train.shape[1], args.hidden, int(t_train.max()) + 1, dtype=args.dtype)
+    print(f"bpfast train: {source}, {x_train.shape[0]} train / {x_test.shape[0]} test images, "
+          f"net {x_train.shape[1]}-{args.hidden}-{net.params['W2'].shape[1]} {args.dtype}, "
+          f"{iters} iterations of batch {args.batch_size}, lr {args.lr}, backend {bpfast.get_backend()}")
+
+    bar = _progress_bar(iters, args.progress)
+    say = bar.write if bar is not None else print
+
+    def on_step(i, loss):
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update(i - bar.n)
+
+    def on_eval(i, train_acc, test_acc):
+        say(f"iter {i:>6}  train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+
+    history = train(net, (x_train, t_train), (x_test, t_test), iters=iters, batch_size=args.batch_size,
+                    lr=args.lr, on_step=on_step, on_eval=on_eval)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - started
+    summary = {
+        "dataset": source,
+        "backend": bpfast.get_backend(),
+        "dtype": args.dtype,
+        "hidden": args.hidden,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "iters": iters,
+        "train_acc": history.train_acc[-1] if history.train_acc else None,
+        "test_acc": history.test_acc[-1] if history.test_acc else None,
+        "final_loss": history.loss[-1] if history.loss else None,
+        "train_s": history.wall_s,
+        "wall_s": wall,
+        "steps_per_s": iters / history.wall_s if history.wall_s else None,
+        "history": {"eval_iters": history.eval_iters, "train_acc": history.train_acc, "test_acc": history.test_acc},
+    }
+    print(f"done: train acc {summary['train_acc']:.4f}, test acc {summary['test_acc']:.4f}, "
+          f"{iters} steps in {history.wall_s:.2f} s ({summary['steps_per_s']:.0f} steps/s), "
+          f"wall {wall:.2f} s, backend {summary['backend']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    if args.save:
+        np.savez(args.save, **net.params)
+    if args.plot:
+        from bpfast.plotting import training_curves
+
+        training_curves(history, title=f"bpfast train: {source}").savefig(args.plot, dpi=120)
+        print(f"curves written to {args.plot}")
+    return 0
+
+
+def _progress_bar(total: int, wanted: bool):
+    """A tqdm bar (tqdm.auto, respecting TQDM_* variables) when tqdm is installed and wanted."""
+    if not wanted:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", desc="train")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpfast", description="Fast layers for 'Deep Learning from Scratch'.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="version, backends, CPU path, threads, build flags")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(run=_print_info)
+
+    train = commands.add_parser("train", help="train the book's TwoLayerNet on MNIST (train_neuralnet.py)")
+    train.add_argument("--hidden", type=int, default=50, help="hidden units (default 50)")
+    train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    train.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default 100)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=int, default=10_000, help="SGD steps (default 10000)")
+    length.add_argument("--epochs", type=int, help="epochs instead of --iters")
+    train.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
+    train.add_argument("--backend", choices=("cpp", "numba", "numpy"), help="kernel backend (default: fastest)")
+    train.add_argument("--seed", type=int, help="seed NumPy's global generator (the book's stream)")
+    train.add_argument("--dataset", choices=("mnist", "fashion-mnist", "digits"), default="mnist")
+    train.add_argument("--data", metavar="DIR", help="folder holding the four IDX .gz files")
+    train.add_argument("--plot", metavar="FILE.png", help="write accuracy and loss curves")
+    train.add_argument("--json", metavar="FILE", help="write a machine-readable summary")
+    train.add_argument("--save", metavar="FILE.npz", help="save the trained parameters")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    train.set_defaults(run=_train)
     return parser
 
 
