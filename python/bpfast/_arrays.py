@@ -75,4 +75,4 @@ def check_label_range(t: np.ndarray, num_classes: int, what: str) -> None:
     low, high = t.min(), t.max()
     if low < 0 or high >= num_classes:
         bad = np.flatnonzero((t < 0) | (t >= num_classes))[0]
-        raise ValueError(f"{what}: label {t.flat[bad]!r} at index {bad} is outside [0, {num_classes})")
+        raise ValueError(f"{what}: label {t.flat[bad]} at index {bad} is outside [0, {num_classes})")
