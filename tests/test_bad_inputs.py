@@ -1,0 +1,205 @@
+"""Bad inputs, one table (PyTorch's ``error_inputs`` style): every row on every backend.
+
+Each row names a call, its arguments, the exception type and a pattern its message must
+match. Where the book crashes or silently does the wrong thing, bpfast answers clearly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import pytest
+from conftest import DTYPES, normal
+
+from bpfast import functions as F
+from bpfast.gradient import numerical_gradient
+from bpfast.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from bpfast.nets import TwoLayerNet
+
+
+class BadInput(NamedTuple):
+    name: str
+    call: Callable[..., Any]
+    args: tuple
+    error: type[Exception]
+    match: str
+
+
+def swl_forward(x, t):
+    return SoftmaxWithLoss().forward(x, t)
+
+
+def affine_forward(x, W, b):
+    return Affine(W, b).forward(x)
+
+
+def affine_backward(x, W, b, dout):
+    layer = Affine(W, b)
+    layer.forward(x)
+    return layer.backward(dout)
+
+
+def after_forward(layer_type, x, dout):
+    layer = layer_type()
+    layer.forward(x)
+    return layer.backward(dout)
+
+
+def backward_only(layer):
+    return layer.backward(np.ones((2, 3)))
+
+
+def shapes(*shapes_) -> str:
+    """A pattern matching a message that names all these shapes, in order."""
+    return ".*".join(re.escape(str(s)) for s in shapes_)
+
+
+X23 = np.arange(6, dtype=np.float64).reshape(2, 3)
+W35 = np.ones((3, 5))
+B5 = np.zeros(5)
+OBJECTS = np.array([[object(), 1.0]], dtype=object)
+READ_ONLY = np.ones((2, 3))
+READ_ONLY.flags.writeable = False
+LOSSES = {"SoftmaxWithLoss": swl_forward, "cross_entropy_error": F.cross_entropy_error, "softmax_loss": F.softmax_loss}
+
+ROWS = [
+    # Labels outside [0, C), negative labels, float labels, one-hot of the wrong shape, empty batches.
+    *(
+        row
+        for loss_name, loss in LOSSES.items()
+        for row in (
+            BadInput(f"{loss_name}-label-too-big", loss, (X23, np.array([0, 3])), ValueError, r"label 3 .*outside \[0, 3\)"),
+            BadInput(f"{loss_name}-label-negative", loss, (X23, np.array([-1, 0])), ValueError, r"label -1 .*outside \[0, 3\)"),
+            BadInput(f"{loss_name}-label-float", loss, (X23, np.array([0.0, 1.0])), TypeError, r"labels must be integers.*float64"),
+            BadInput(f"{loss_name}-onehot-shape", loss, (X23, np.zeros((2, 4))), ValueError, shapes((2, 3), (2, 4))),
+            BadInput(f"{loss_name}-labels-count", loss, (X23, np.array([0, 1, 2])), ValueError, shapes((2, 3), (3,))),
+            BadInput(f"{loss_name}-empty-batch", loss, (np.zeros((0, 3)), np.zeros(0, dtype=int)), ValueError, r"empty batch"),
+            BadInput(f"{loss_name}-no-classes", loss, (np.zeros((2, 0)), np.zeros(2, dtype=int)), ValueError, r"at least one class"),
+            BadInput(f"{loss_name}-3d", loss, (np.zeros((2, 3, 4)), np.zeros(2, dtype=int)), ValueError, shapes((2, 3, 4))),
+            BadInput(f"{loss_name}-t-none", loss, (X23, None), TypeError, r"t must be a numeric array.*NoneType"),
+            BadInput(f"{loss_name}-t-string", loss, (X23, "01"), TypeError, r"t must be a numeric array.*str"),
+            BadInput(f"{loss_name}-x-none", loss, (None, np.array([0, 1])), TypeError, r"must be a numeric array.*NoneType"),
+        )
+    ),
+    # None, strings, object arrays, complex numbers: TypeError.
+    *(
+        BadInput(f"{fname}-{vname}", f, (value,), TypeError, pattern)
+        for fname, f in {
+            "sigmoid": F.sigmoid,
+            "relu": F.relu,
+            "softmax": F.softmax,
+            "step_function": F.step_function,
+            "relu_grad": F.relu_grad,
+            "Relu.forward": lambda x: Relu().forward(x),
+            "Sigmoid.forward": lambda x: Sigmoid().forward(x),
+            "Affine.forward": lambda x: Affine(W35, B5).forward(x),
+        }.items()
+        for vname, value, pattern in (
+            ("none", None, r"x must be a numeric array, got NoneType"),
+            ("string", "1.0", r"x must be a numeric array, got str"),
+            ("bytes", b"1", r"x must be a numeric array, got bytes"),
+            ("objects", OBJECTS, r"x must be a real numeric array, got dtype object"),
+            ("strings-array", np.array(["1", "2"]), r"x must be a real numeric array, got dtype <U1"),
+            ("complex", np.ones(3, dtype=complex), r"x must be a real numeric array, got dtype complex128"),
+            ("ragged-list", [[1.0, 2.0], [3.0]], r"x must be a numeric array"),
+        )
+    ),
+    BadInput("Affine-W-none", affine_forward, (X23, None, B5), TypeError, r"W must be a numeric array"),
+    BadInput("Affine-b-string", affine_forward, (X23, W35, "0"), TypeError, r"b must be a numeric array"),
+    # Shape mismatches name both shapes.
+    BadInput("Affine-x-vs-W", affine_forward, (np.ones((2, 4)), W35, B5), ValueError, shapes((2, 4), (3, 5))),
+    BadInput("Affine-4d-x-vs-W", affine_forward, (np.ones((2, 1, 2, 2)), W35, B5), ValueError, shapes((2, 1, 2, 2), (3, 5))),
+    BadInput("Affine-b-vs-W", affine_forward, (X23, W35, np.zeros(4)), ValueError, shapes((4,), (3, 5))),
+    BadInput("Affine-b-2d-vs-W", affine_forward, (X23, W35, np.zeros((2, 5))), ValueError, shapes((2, 5), (3, 5))),
+    BadInput("Affine-W-1d", affine_forward, (X23, np.ones(3), B5), ValueError, shapes((2, 3), (3,))),
+    BadInput("Affine-x-scalar", affine_forward, (np.float64(1.0), W35, B5), ValueError, r"batch axis"),
+    BadInput("Affine.backward-dout", affine_backward, (X23, W35, B5, np.ones((2, 4))), ValueError, shapes((2, 4), (2, 5))),
+    BadInput("Affine.backward-dout-T", affine_backward, (X23, W35, B5, np.ones((5, 2))), ValueError, shapes((5, 2), (2, 5))),
+    BadInput("Relu.backward-dout", after_forward, (Relu, X23, np.ones((3, 2))), ValueError, shapes((3, 2), (2, 3))),
+    BadInput("Sigmoid.backward-dout", after_forward, (Sigmoid, X23, np.ones(6)), ValueError, shapes((6,), (2, 3))),
+    BadInput("Relu.backward-read-only", after_forward, (Relu, X23, READ_ONLY), ValueError, r"read-only"),
+    BadInput("Relu.backward-dout-none", after_forward, (Relu, X23, None), TypeError, r"dout must be a numeric array"),
+    BadInput("sum_squared_error-shapes", F.sum_squared_error, (np.ones(3), np.ones(4)), ValueError, shapes((3,), (4,))),
+    BadInput("softmax-empty-last-axis", F.softmax, (np.zeros((2, 0)),), ValueError, shapes((2, 0))),
+    BadInput("softmax-scalar", F.softmax, (np.float64(1.0),), ValueError, r"non-empty last axis"),
+    # Backward before forward.
+    *(
+        BadInput(f"{type(layer).__name__}-backward-before-forward", backward_only, (layer,), RuntimeError, r"backward called before")
+        for layer in (Affine(W35, B5), Relu(), Sigmoid(), SoftmaxWithLoss())
+    ),
+    # The gradient helpers and the net.
+    BadInput("numerical_gradient-list", numerical_gradient, (lambda x: 0.0, [1.0, 2.0]), TypeError, r"ndarray"),
+    BadInput("numerical_gradient-read-only", numerical_gradient, (lambda x: 0.0, READ_ONLY), ValueError, r"read-only"),
+    BadInput("TwoLayerNet-int-dtype", lambda: TwoLayerNet(2, 2, 2, dtype=np.int32), (), TypeError, r"float32 or float64"),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_bad_input(backend, row):
+    with pytest.raises(row.error, match=row.match):
+        row.call(*row.args)
+
+
+def test_read_only_rows_left_untouched():
+    np.testing.assert_array_equal(READ_ONLY, np.ones((2, 3)))
+
+
+def test_row_names_are_unique():
+    assert len({row.name for row in ROWS}) == len(ROWS)
+
+
+# --- Array-likes are converted as NumPy would ---
+
+LIST_CASES = {
+    "sigmoid": lambda x: F.sigmoid(x),
+    "relu": lambda x: F.relu(x),
+    "softmax": lambda x: F.softmax(x),
+    "step_function": lambda x: F.step_function(x),
+    "relu_grad": lambda x: F.relu_grad(x),
+    "Relu": lambda x: Relu().forward(x),
+    "Sigmoid": lambda x: Sigmoid().forward(x),
+    "Affine": lambda x: Affine(np.linspace(-1, 1, 15).reshape(3, 5), np.arange(5.0)).forward(x),
+    "SoftmaxWithLoss": lambda x: swl_forward(x, [0, 2]),
+    "cross_entropy_error": lambda x: F.cross_entropy_error(F.softmax(x), [[1, 0, 0], [0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("name", list(LIST_CASES))
+@pytest.mark.parametrize("values", [[[1.5, -2.0, 0.0], [3.0, 0.25, -1.0]], [[1, -2, 0], [3, 0, -1]]], ids=["floats", "ints"])
+def test_lists_convert_as_numpy_would(backend, name, values):
+    from_list = LIST_CASES[name](values)
+    from_array = LIST_CASES[name](np.array(values))
+    assert np.asarray(from_list).dtype == np.asarray(from_array).dtype
+    np.testing.assert_array_equal(from_list, from_array)
+
+
+def test_lists_in_layer_backward(backend):
+    layer = Affine(np.ones((3, 2)), np.zeros(2))
+    layer.forward([[1.0, 2.0, 3.0]])
+    dx = layer.backward([[1.0, -1.0]])
+    np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(layer.dW, [[1.0, -1.0], [2.0, -2.0], [3.0, -3.0]])
+    sig = Sigmoid()
+    sig.forward([0.0, 0.0])
+    np.testing.assert_array_equal(sig.backward([1.0, 2.0]), [0.25, 0.5])
+
+
+# --- Empty batches: empty outputs from the layers ---
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_empty_batch_gives_empty_outputs(backend, dtype):
+    layer = Affine(normal(1, (4, 3), dtype), normal(2, (3,), dtype))
+    out = layer.forward(np.zeros((0, 2, 2), dtype=dtype))
+    assert out.shape == (0, 3) and out.dtype == dtype
+    dx = layer.backward(np.zeros((0, 3), dtype=dtype))
+    assert dx.shape == (0, 2, 2) and dx.dtype == dtype
+    np.testing.assert_array_equal(layer.dW, np.zeros((4, 3), dtype=dtype), strict=True)
+    np.testing.assert_array_equal(layer.db, np.zeros(3, dtype=dtype), strict=True)
+    for layer_type in (Relu, Sigmoid):
+        act = layer_type()
+        out = act.forward(np.zeros((0, 5), dtype=dtype))
+        assert out.shape == (0, 5) and out.dtype == dtype
+        assert act.backward(np.zeros((0, 5), dtype=dtype)).shape == (0, 5)

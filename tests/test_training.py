@@ -1,0 +1,190 @@
+"""Gradient checks (the book's gradient_check.py) and SGD training on every backend."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import MNIST_DIR, labels, normal, one_hot
+
+import bpfast
+from bpfast.gradient import gradient_check, numerical_gradient
+from bpfast.nets import TwoLayerNet
+
+PARAMS = ("W1", "b1", "W2", "b2")
+
+
+def book_comparison(grad_backprop, grad_numerical):
+    """ch05/gradient_check.py: the mean absolute difference per parameter."""
+    return {key: float(np.average(np.abs(grad_backprop[key] - grad_numerical[key]))) for key in grad_numerical}
+
+
+@pytest.mark.parametrize("target", ["labels", "one-hot"])
+def test_gradient_check_small_net(backend, target):
+    np.random.seed(7)
+    net = TwoLayerNet(20, 10, 5)
+    x = normal(1, (3, 20), np.float64)
+    t = labels(2, 3, 5)
+    if target == "one-hot":
+        t = one_hot(t, 5)
+    result = gradient_check(net, x, t)
+    assert result.passed, result.errors
+    assert set(result.errors) == set(PARAMS)
+    for key, error in result.errors.items():
+        assert error.mean_abs_diff < 1e-6, key
+        assert error.max_rel_error < 1e-3, key  # relative check, as in CS231n's gradient check
+    diffs = book_comparison(net.gradient(x, t), net.numerical_gradient(x, t))
+    assert all(d < 1e-6 for d in diffs.values()), diffs
+
+
+def test_gradient_check_catches_a_wrong_gradient(backend):
+    """The check can fail: a network whose backprop is off by 1% does not pass."""
+    np.random.seed(7)
+    net = TwoLayerNet(6, 4, 3, weight_init_std=1.0)
+    honest = net.gradient
+
+    def skewed(x, t):
+        grads = honest(x, t)
+        return {k: v * 1.01 for k, v in grads.items()}
+
+    net.gradient = skewed
+    result = gradient_check(net, normal(1, (3, 6), np.float64), labels(2, 3, 3), atol=1e-6)
+    assert not result.passed
+
+
+def read_idx(path, count, header):
+    """The first ``count`` records of a gzip IDX file (header bytes, then one byte a value)."""
+    with gzip.open(path, "rb") as f:
+        f.read(header)
+        return np.frombuffer(f.read(count * (784 if header == 16 else 1)), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mnist_first_three():
+    images = MNIST_DIR / "train-images-idx3-ubyte.gz"
+    if not images.exists():
+        pytest.skip(f"MNIST not found at {MNIST_DIR} (the shared data directory beside the checkout)")
+    x = read_idx(images, 3, 16).reshape(3, 784).astype(np.float32) / 255.0  # load_mnist(normalize=True)
+    t = read_idx(MNIST_DIR / "train-labels-idx1-ubyte.gz", 3, 8).astype(np.int64)
+    assert list(t) == [5, 0, 4]  # MNIST's first three training labels
+    return x, one_hot(t, 10)  # one_hot_label=True gives float64
+
+
+def test_gradient_check_mnist(backend, mnist_first_three):
+    """ch05/gradient_check.py: 784-50-10 on the first three MNIST images (float32 x, float64 net).
+
+    W1 is checked on a strided view of it (every 16th row, 5th column): numerical_gradient
+    writes the view in place, which reaches the network. b1, W2, b2 are checked in full.
+    """
+    x, t = mnist_first_three
+    np.random.seed(0)
+    net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
+    grad_backprop = net.gradient(x, t)
+    assert all(grad_backprop[k].dtype == np.float64 for k in PARAMS)
+    loss = lambda _: net.loss(x, t)  # noqa: E731 - the book's idiom
+    views = {"W1": (slice(None, None, 16), slice(None, None, 5)), "b1": (), "W2": (), "b2": ()}
+    grad_numerical = {key: numerical_gradient(loss, net.params[key][view]) for key, view in views.items()}
+    diffs = book_comparison({k: grad_backprop[k][v] for k, v in views.items()}, grad_numerical)
+    assert all(d < 1e-6 for d in diffs.values()), diffs
+    assert np.abs(grad_numerical["W1"]).max() > 1e-6  # the view touches pixels that matter
+
+
+@pytest.mark.parametrize("target", ["labels", "one-hot"])
+def test_float32_net_stays_float32(backend, target):
+    np.random.seed(1)
+    net32 = TwoLayerNet(20, 10, 5, dtype=np.float32)
+    np.random.seed(1)
+    net64 = TwoLayerNet(20, 10, 5)
+    assert all(net32.params[k].dtype == np.float32 for k in PARAMS)
+    x = normal(1, (4, 20), np.float64)
+    t = labels(2, 4, 5)
+    t32 = t if target == "labels" else one_hot(t, 5, np.float32)
+    loss = net32.loss(x.astype(np.float32), t32)
+    assert np.asarray(loss).dtype == np.float32
+    grads32 = net32.gradient(x.astype(np.float32), t32)
+    grads64 = net64.gradient(x, t)
+    for key in PARAMS:
+        assert grads32[key].dtype == np.float32, key
+        assert grads32[key].shape == net32.params[key].shape
+        np.testing.assert_allclose(grads32[key], grads64[key], rtol=1e-3, atol=1e-6, err_msg=key)
+
+
+def test_two_layer_net_dtype_must_be_float():
+    with pytest.raises(TypeError):
+        TwoLayerNet(2, 2, 2, dtype=np.float16)
+
+
+# --- 30 SGD steps, 784-50-10, batch 100, lr 0.1 ---
+
+
+def sgd_data():
+    rng = np.random.default_rng(5)
+    x = rng.random((1000, 784))
+    t = np.argmax(x @ rng.standard_normal((784, 10)), axis=1)  # learnable labels
+    batches = [rng.choice(1000, 100, replace=False) for _ in range(30)]
+    return x, t, batches
+
+
+def train(steps_data, step):
+    """Run the book's loop with ``step(params, x, t) -> (grads, loss)``; returns (params, losses)."""
+    x, t, batches = steps_data
+    np.random.seed(0)
+    net = TwoLayerNet(784, 50, 10)
+    losses = []
+    for idx in batches:
+        grads, loss = step(net, x[idx], t[idx])
+        losses.append(loss)
+        for key in PARAMS:
+            net.params[key] -= 0.1 * grads[key]
+    return net.params, losses
+
+
+def bpfast_step(net, x, t):
+    grads = net.gradient(x, t)
+    return grads, net.lastLayer.loss
+
+
+def book_step(net, x, t):
+    """The same step written with the book's formulas, independent of bpfast."""
+    p = net.params
+    a1 = np.dot(x, p["W1"]) + p["b1"]
+    z1 = np.maximum(0, a1)
+    a2 = np.dot(z1, p["W2"]) + p["b2"]
+    e = np.exp(a2 - a2.max(axis=1, keepdims=True))
+    y = e / e.sum(axis=1, keepdims=True)
+    n = x.shape[0]
+    loss = -np.sum(np.log(y[np.arange(n), t] + 1e-7)) / n
+    dy = y.copy()
+    dy[np.arange(n), t] -= 1
+    dy /= n
+    dz1 = np.dot(dy, p["W2"].T)
+    dz1[a1 <= 0] = 0
+    grads = {"W2": np.dot(z1.T, dy), "b2": dy.sum(axis=0), "W1": np.dot(x.T, dz1), "b1": dz1.sum(axis=0)}
+    return grads, loss
+
+
+@pytest.fixture(scope="module")
+def reference_training():
+    data = sgd_data()
+    with bpfast.use_backend("numpy"):
+        params, losses = train(data, bpfast_step)
+    return data, params, losses
+
+
+def test_sgd_reference_matches_the_book(reference_training):
+    data, params, losses = reference_training
+    book_params, book_losses = train(data, book_step)
+    for key in PARAMS:
+        np.testing.assert_allclose(params[key], book_params[key], rtol=1e-10, atol=1e-14, err_msg=key)
+    np.testing.assert_allclose(losses, book_losses, rtol=1e-10)
+    assert losses[-1] < losses[0] - 0.05  # it learns
+
+
+def test_sgd_30_steps_match_the_reference(backend, reference_training):
+    data, ref_params, ref_losses = reference_training
+    params, losses = train(data, bpfast_step)
+    for key in PARAMS:
+        assert params[key].dtype == np.float64
+        np.testing.assert_allclose(params[key], ref_params[key], rtol=1e-8, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-8)
