@@ -1,0 +1,40 @@
+// CPU feature probe and the kernel dispatch table.
+//
+// Contract: the path is chosen once at import (probe, or BPFAST_CPU=generic|avx2|avx512)
+// and may be changed by select_path() (a test hook). active_kernels() is safe to call from
+// any thread at any time; the table it returns is static and never freed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bpfast/gemm.hpp"
+
+namespace bpfast {
+
+struct CpuFeatures {
+    bool sse2, avx, avx2, fma, avx512f, avx512vl, avx512bw, avx512dq;
+};
+
+struct KernelTable {
+    const char* path;  // "generic", "avx2" or "avx512"
+    GemmFn<float> sgemm;
+    GemmFn<double> dgemm;
+    const char* blocking;  // register and cache blocks, for info()
+};
+
+struct PathChoice {
+    const KernelTable* kernels;
+    std::string reason;
+};
+
+CpuFeatures cpu_features();
+std::vector<std::string> compiled_paths();
+// Choose a path: requested is "" (probe), or a path name; an unsupported or unknown request
+// falls back to the best supported path and says so in the reason.
+PathChoice select_path(const std::string& requested, const std::string& source);
+// The chosen path; the first call selects it from the environment (BPFAST_CPU).
+const KernelTable& active_kernels();
+PathChoice active_choice();
+
+}  // namespace bpfast

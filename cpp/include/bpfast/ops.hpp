@@ -1,0 +1,62 @@
+// The layer kernels of "Deep Learning from Scratch" ch. 5 (cpp/ops/*.cpp), float and double.
+//
+// Contract for every kernel here:
+// - Arguments: outputs, then inputs, then sizes; all arrays dense, row-major, aligned to
+//   their element type; outputs never alias inputs (except relu_backward, in place).
+// - Outputs are overwritten, never accumulated into.
+// - Plain functions of their arguments: reentrant, no global state, no Python.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bpfast {
+
+using std::ptrdiff_t;
+
+// x is (N,D), W is (D,M), b is (M,), out is (N,M): out = x·W + b
+template <class T>
+void affine_forward(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+template <class T>
+void affine_forward_ref(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+
+// dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) (skipped when null), dW is (D,M), db is (M,)
+template <class T>
+void affine_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                     ptrdiff_t M);
+template <class T>
+void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                         ptrdiff_t M);
+
+// x, out, mask are (n,): mask = x <= 0 (NaN not masked), out = mask ? 0 : x
+template <class T>
+void relu_forward(T* out, bool* mask, const T* x, ptrdiff_t n);
+// dout, mask are (n,): dout = 0 where mask, in place
+template <class T>
+void relu_backward(T* dout, const bool* mask, ptrdiff_t n);
+
+// x, out are (n,): out = 1 / (1 + exp(-x))
+template <class T>
+void sigmoid_forward(T* out, const T* x, ptrdiff_t n);
+// dout, out, dx are (n,): dx = dout * (1 - out) * out
+template <class T>
+void sigmoid_backward(T* dx, const T* dout, const T* out, ptrdiff_t n);
+
+// x is (N,C), y is (N,C): y = exp(x - rowmax) / rowsum
+template <class T>
+void softmax(T* y, const T* x, ptrdiff_t N, ptrdiff_t C);
+
+// x is (N,C), labels is (N,) in [0,C), y is (N,C); returns -sum log(y[i,t_i] + 1e-7) / N
+template <class T>
+double softmax_xent_forward(T* y, const T* x, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
+// x, t_onehot, y are (N,C); the label of row i is argmax t_onehot[i] (first max wins)
+template <class T>
+double softmax_xent_forward_onehot(T* y, const T* x, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
+// y, dx are (N,C), labels is (N,) in [0,C): dx = y; dx[i,t_i] -= 1; dx /= N
+template <class T>
+void softmax_xent_backward(T* dx, const T* y, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
+// y, t_onehot, dx are (N,C): dx = (y - t) / N
+template <class T>
+void softmax_xent_backward_onehot(T* dx, const T* y, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
+
+}  // namespace bpfast
