@@ -1,0 +1,96 @@
+// Shared helpers of the bindings: dtype and shape checks with clear messages, and "get an
+// aligned, C-contiguous array of dtype T" (copying only when the input is not one already).
+// Only cpp/bindings/ includes pybind11.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bpfast::bindings {
+
+namespace py = pybind11;
+
+// NumPy's NPY_ARRAY_ALIGNED: the data pointer and strides suit the element size.
+constexpr int npy_aligned = 0x0100;
+
+// An argument and its name, for messages.
+struct Arg {
+    const char* name;
+    const py::array& array;
+};
+
+inline std::string shape_of(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+inline std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+[[noreturn]] inline void shape_error(const char* fn, const Arg& a, const Arg& b) {
+    throw py::value_error(std::string(fn) + ": " + a.name + " has shape " + shape_of(a.array) + " but " + b.name +
+                          " has shape " + shape_of(b.array));
+}
+
+inline void expect_ndim(const char* fn, const Arg& a, py::ssize_t ndim) {
+    if (a.array.ndim() != ndim)
+        throw py::value_error(std::string(fn) + ": " + a.name + " must be " + std::to_string(ndim) +
+                              "-D, got shape " + shape_of(a.array));
+}
+
+inline void expect_same_shape(const char* fn, const Arg& a, const Arg& b) {
+    const py::ssize_t nd = a.array.ndim();
+    bool same = nd == b.array.ndim();
+    for (py::ssize_t d = 0; same && d < nd; ++d) same = a.array.shape(d) == b.array.shape(d);
+    if (!same) shape_error(fn, a, b);
+}
+
+inline bool is_c_aligned(const py::array& a) {
+    return (a.flags() & py::array::c_style) && (a.flags() & npy_aligned);
+}
+
+inline std::vector<py::ssize_t> shape_vector(const py::array& a) {
+    return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// a itself when it is a C-contiguous, aligned array of dtype T; else a fresh copy that is
+// (NumPy allocates aligned memory; pybind11's c_style cast alone does not promise alignment).
+template <class T>
+py::array_t<T> contiguous(const py::array& a) {
+    if (py::isinstance<py::array_t<T>>(a) && is_c_aligned(a)) return py::reinterpret_borrow<py::array_t<T>>(a);
+    return py::module_::import("numpy").attr("array")(a, py::arg("dtype") = py::dtype::of<T>(),
+                                                      py::arg("order") = "C", py::arg("copy") = true);
+}
+
+// Check that every argument is float32 or float64 (TypeError naming the dtype) and that all share
+// one dtype (TypeError naming both), then call f(T{}) with T = float or double.
+template <class F>
+auto with_float_dtype(const char* fn, const std::vector<Arg>& args, F&& f) {
+    const Arg& first = args.front();
+    const bool first_f32 = py::isinstance<py::array_t<float>>(first.array);
+    for (const Arg& a : args) {
+        const bool f32 = py::isinstance<py::array_t<float>>(a.array);
+        if (!f32 && !py::isinstance<py::array_t<double>>(a.array))
+            throw py::type_error(std::string(fn) + ": " + a.name + " has dtype " + dtype_of(a.array) +
+                                 "; expected float32 or float64");
+        if (f32 != first_f32)
+            throw py::type_error(std::string(fn) + ": " + first.name + " has dtype " + dtype_of(first.array) +
+                                 " but " + a.name + " has dtype " + dtype_of(a.array) + "; they must match");
+    }
+    if (first_f32) return f(float{});
+    return f(double{});
+}
+
+// Run a kernel with the GIL released; f must touch no Python object.
+template <class F>
+void without_gil(F&& f) {
+    py::gil_scoped_release release;
+    f();
+}
+
+}  // namespace bpfast::bindings

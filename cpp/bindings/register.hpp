@@ -1,0 +1,11 @@
+// The register_<area>(m) functions that module.cpp calls.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace bpfast::bindings {
+
+void register_ops(pybind11::module_& m);
+void register_info(pybind11::module_& m);
+
+}  // namespace bpfast::bindings
