@@ -1,0 +1,32 @@
+"""The C++ backend: the kernels of the compiled core ``bpfast._core``, same interface as ``numpy_ref``.
+
+The functions are the extension's own; each checks dtypes and shapes, copies inputs that are
+not C-contiguous and aligned, and runs its kernel with the GIL released. The only Python
+here is ``relu_backward``'s fallback for a ``dout`` the kernel cannot zero in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpfast._core import (  # noqa: F401  (re-exported: the backend interface)
+    affine_backward,
+    affine_forward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax,
+    softmax_xent_backward,
+    softmax_xent_forward,
+)
+from bpfast._core import relu_backward as _relu_backward
+
+name = "cpp"
+
+
+def relu_backward(dout, mask):
+    """Zeroes dout where mask is set, in place (dout is writable and has mask's shape)."""
+    if dout.flags.c_contiguous and dout.flags.aligned:
+        _relu_backward(dout, mask)
+    else:
+        np.putmask(dout, mask, 0)
