@@ -58,7 +58,8 @@ def rng():
 
 
 def available_backends() -> list[str]:
-    return [name for name in BACKENDS if unavailable_reason(name) is None]
+    """The backends that load here, fastest first (the order ``bpfast.backends()`` gives)."""
+    return [name for name in _backends.PREFERENCE if unavailable_reason(name) is None]
 
 
 # --- The book's formulas (common/functions.py, common/layers.py), written out plainly ---

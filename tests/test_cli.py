@@ -1,0 +1,75 @@
+"""``python -m bpfast info`` and the ``bpfast`` console script report the version and the backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import BACKENDS, available_backends, python_env, run_python
+
+import bpfast
+
+
+def check_json_report(stdout, backend):
+    report = json.loads(stdout)
+    assert report["version"] == bpfast.__version__
+    assert report["backend"] == backend
+    assert report["backends_available"] == available_backends()
+    assert "compiled_core" in report
+    return report
+
+
+def test_info_text():
+    result = run_python(["-m", "bpfast", "info"])
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    assert lines["version"].strip() == bpfast.__version__
+    assert lines["backend"].strip() == available_backends()[0]
+    assert lines["backends_available"].strip() == ", ".join(available_backends())
+    assert result.stderr == ""
+
+
+def test_info_json():
+    result = run_python(["-m", "bpfast", "info", "--json"])
+    assert result.returncode == 0, result.stderr
+    check_json_report(result.stdout, available_backends()[0])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_info_reports_the_chosen_backend(name):
+    if name not in available_backends():
+        pytest.skip(f"backend {name!r} is not available here")
+    result = run_python(["-m", "bpfast", "info", "--json"], BPFAST_BACKEND=name)
+    assert result.returncode == 0, result.stderr
+    report = check_json_report(result.stdout, name)
+    assert report["env"] == {"BPFAST_BACKEND": name}
+
+
+def test_info_in_process_matches():
+    report = bpfast.info()
+    assert report["version"] == bpfast.__version__
+    assert report["backend"] == bpfast.get_backend()
+    with bpfast.use_backend("numpy"):
+        assert bpfast.info()["backend"] == "numpy"
+    json.dumps(report, default=str)  # the CLI prints it as JSON
+
+
+def test_usage_errors_exit_2():
+    for args in (["-m", "bpfast"], ["-m", "bpfast", "no-such-command"]):
+        result = run_python(args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "usage: bpfast" in result.stderr
+
+
+def test_console_script():
+    exe = shutil.which("bpfast")
+    if exe is None:
+        pytest.skip("the bpfast console script is installed only with the package (pip install -e .)")
+    text = subprocess.run([exe, "info"], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[0].split() == ["version", bpfast.__version__]
+    as_json = subprocess.run([exe, "info", "--json"], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0, as_json.stderr
+    check_json_report(as_json.stdout, available_backends()[0])
