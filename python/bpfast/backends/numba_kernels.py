@@ -97,11 +97,6 @@ def _flat(a):
     return _contiguous(a).reshape(-1)
 
 
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
 # ---------------------------------------------------------------------------- Affine
 
 
@@ -131,20 +126,17 @@ def _affine_backward(dout, x, W, need_dx):
 
 def affine_forward(x, W, b):
     """x is (N,D), W is (D,M), b is (M,); returns out = x·W + b, (N,M)."""
-    _require(
-        x.ndim == 2 and W.ndim == 2 and x.shape[1] == W.shape[0] and b.shape == (W.shape[1],),
-        f"affine_forward: x {x.shape}, W {W.shape}, b {b.shape} do not fit (N,D), (D,M), (M,)",
-    )
+    if not (x.ndim == 2 and W.ndim == 2 and x.shape[1] == W.shape[0] and b.shape == (W.shape[1],)):
+        raise ValueError(f"affine_forward: x {x.shape}, W {W.shape}, b {b.shape} do not fit (N,D), (D,M), (M,)")
     return _affine_forward[x.dtype](_blas_ready(x), _blas_ready(W), _contiguous(b))
 
 
 def affine_backward(dout, x, W, need_dx=True):
     """dout is (N,M), x is (N,D), W is (D,M); returns (dx (N,D) or None, dW (D,M), db (M,))."""
-    _require(
-        dout.ndim == 2 and x.ndim == 2 and W.ndim == 2 and dout.shape == (x.shape[0], W.shape[1])
-        and x.shape[1] == W.shape[0],
-        f"affine_backward: dout {dout.shape}, x {x.shape}, W {W.shape} do not fit (N,M), (N,D), (D,M)",
-    )
+    if not (W.ndim == 2 and x.ndim == 2 and x.shape[1] == W.shape[0] and dout.shape == (x.shape[0], W.shape[1])):
+        raise ValueError(
+            f"affine_backward: dout {dout.shape}, x {x.shape}, W {W.shape} do not fit (N,M), (N,D), (D,M)"
+        )
     dx, dW, db = _affine_backward[dout.dtype](_blas_ready(dout), _blas_ready(x), _blas_ready(W), bool(need_dx))
     return (dx if need_dx else None), dW, db
 
@@ -184,8 +176,10 @@ def relu_forward(x):
 
 def relu_backward(dout, mask):
     """Zeroes dout where mask is set, in place (dout is writable and has mask's shape)."""
-    _require(dout.shape == mask.shape, f"relu_backward: dout {dout.shape} and mask {mask.shape} differ")
-    _require(mask.dtype == np.bool_, f"relu_backward: mask must be bool, not {mask.dtype}")
+    if dout.shape != mask.shape:
+        raise ValueError(f"relu_backward: dout {dout.shape} and mask {mask.shape} differ")
+    if mask.dtype != np.bool_:
+        raise ValueError(f"relu_backward: mask must be bool, not {mask.dtype}")
     flags = dout.flags
     if flags.c_contiguous and flags.aligned and flags.writeable:
         _relu_backward[dout.dtype](dout.reshape(-1), _flat(mask))
@@ -223,7 +217,8 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dout, out):
     """dout and out have one shape; returns dout * (1 - out) * out."""
-    _require(dout.shape == out.shape, f"sigmoid_backward: dout {dout.shape} and out {out.shape} differ")
+    if dout.shape != out.shape:
+        raise ValueError(f"sigmoid_backward: dout {dout.shape} and out {out.shape} differ")
     return _sigmoid_backward[dout.dtype](_flat(dout), _flat(out)).reshape(dout.shape)
 
 
@@ -332,18 +327,21 @@ def _softmax_xent_backward_onehot(y, t):
     return dx
 
 
-def softmax(x):
-    """x is (N,C); returns the row-wise softmax, shifted by the row max for stability."""
-    _require(x.ndim == 2 and x.shape[1] > 0, f"softmax: x must be (N,C) with C > 0, not {x.shape}")
-    return _softmax[x.dtype](_contiguous(x))
+def _check_logits(x, where):
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"{where}: x must be (N,C) with C > 0, not {x.shape}")
 
 
 def _check_targets(x, t, where):
-    _require(x.ndim == 2 and x.shape[1] > 0, f"{where}: x must be (N,C) with C > 0, not {x.shape}")
-    _require(
-        t.shape in ((x.shape[0],), x.shape),
-        f"{where}: t {t.shape} is neither (N,) labels nor (N,C) one-hot for x {x.shape}",
-    )
+    _check_logits(x, where)
+    if t.shape != x.shape and t.shape != x.shape[:1]:
+        raise ValueError(f"{where}: t {t.shape} is neither (N,) labels nor (N,C) one-hot for x {x.shape}")
+
+
+def softmax(x):
+    """x is (N,C); returns the row-wise softmax, shifted by the row max for stability."""
+    _check_logits(x, "softmax")
+    return _softmax[x.dtype](_contiguous(x))
 
 
 def softmax_xent_forward(x, t):
