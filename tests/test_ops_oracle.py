@@ -32,6 +32,8 @@ AFFINE_SHAPES = [
     (129, 7, 3),
     (0, 5, 3),
     (0, 1, 1),
+    (100, 784, 50),  # the book's first layer
+    (260, 300, 140),  # more than one GEMM block (MC=128, KC=256) each way
 ]
 # Shapes for elementwise ops and softmax: 1-D, 2-D (batch 1, awkward sizes, empty), N-D.
 ELEMENTWISE_SHAPES = [(1,), (7,), (129,), (1, 1), (1, 17), (3, 33), (17, 65), (65, 129), (0, 7), (2, 3, 5), (4, 1, 3, 7)]
@@ -303,7 +305,7 @@ def loss_inputs(shape, dtype, target, scale=3.0, layout="contiguous"):
         t = labels(2, n, c)
         if target == "one-hot":
             t = one_hot(t, c, dtype)
-        return normal(1, shape, dtype, layout) * scale, t
+        return normal(1, shape, dtype, layout) * scale, arrange(t, layout)
 
     return make
 

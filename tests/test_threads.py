@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import labels, normal
+import pytest
+from conftest import available_backends, labels, normal, run_python
 
 import bpfast
 from bpfast.layers import Affine, Relu, SoftmaxWithLoss
@@ -68,3 +69,28 @@ def test_threads_match_a_serial_run(backend):
         for j, (a, b) in enumerate(zip(arrays, serial_arrays)):
             np.testing.assert_array_equal(a, b, err_msg=f"thread {i} array {j}")
     assert len({float(r[0][-1]) for r in results}) == THREADS  # every worker had its own problem
+
+
+THREAD_COUNT_SCRIPT = """
+import hashlib, numpy as np
+from bpfast.layers import Affine, SoftmaxWithLoss
+rng = np.random.default_rng(0)
+layer = Affine(rng.standard_normal((517, 263)), rng.standard_normal(263))
+out = layer.forward(rng.standard_normal((300, 517)))
+loss = SoftmaxWithLoss()
+loss.forward(out, rng.integers(0, 263, 300))
+dx = layer.backward(loss.backward())
+print(hashlib.sha256(b"".join(a.tobytes() for a in (out, dx, layer.dW, layer.db))).hexdigest())
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The compiled core sums reductions in fixed chunks: 1 or 2 threads give the same bits."""
+    if "cpp" not in available_backends():
+        pytest.skip("backend 'cpp' is not available here (the promise is the compiled core's)")
+    digests = set()
+    for threads in ("1", "2"):
+        result = run_python(["-c", THREAD_COUNT_SCRIPT], BPFAST_BACKEND="cpp", BPFAST_NUM_THREADS=threads)
+        assert result.returncode == 0, result.stderr
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1
