@@ -99,7 +99,7 @@ PathChoice select_path(const std::string& requested, const std::string& source) 
     std::string reason;
     std::string path = best;
     if (requested.empty()) {
-        reason = "probe: best path this CPU and build support";
+        reason = "probe: " + best + " is the best path this CPU and build support";
     } else {
         const std::string missing = missing_for(requested);
         if (missing.empty()) {
