@@ -1,0 +1,908 @@
+#!/usr/bin/env python
+"""bpfast's benchmark: the book's TwoLayerNet SGD step and its kernels, against NumPy and peers.
+
+    python bench/run.py [--quick] [--only PATTERN] [--rounds N]
+
+What it does (see bench/README.md for the cases):
+
+- Re-runs itself in a child process with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
+  removed (they force OpenBLAS onto AVX2 kernels here; a user's machine does not set them)
+  and with ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_TOP_PAD_`` raised so that freed heap stays
+  mapped and no variant pays page faults for fresh memory. It prints that it did so.
+- Validates every variant against the reference (the book's layers in plain NumPy,
+  ``bench/book_numpy.py``) on the same inputs and initial weights before timing it; a
+  variant that disagrees is reported as failed and not timed.
+- Times the variants of a case in interleaved rounds in one process (round r runs every
+  variant once, in a rotated order), PyTorch and JAX each in a worker process of its own
+  (``peers_*.py``), still one sample per round. Reports min and median per call, speedup
+  ratios against baselines from the same run, GFLOP/s and GB/s against the machine's limits.
+- Writes ``bench/results/latest.md`` and ``latest.json``.
+
+``main(argv)`` is the entry point for other callers (it returns the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import gc
+import gzip
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+CHILD_FLAG = "BPFAST_BENCH_CHILD"
+NOTES_VAR = "BPFAST_BENCH_ENV_NOTES"
+REMOVED_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+MALLOC_VARS = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864"}
+
+# The machine's limits, as measured by the project (2 cores, AVX-512).
+PEAK_GFLOPS = {"float32": 467.0, "float64": 233.0}
+BANDWIDTH_GBS = 40.0  # normal stores; ~55 GB/s with non-temporal stores
+LR = 0.1
+PARAM_KEYS = ("W1", "b1", "W2", "b2")
+BACKENDS = ("numpy", "numba", "cpp")
+PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
+PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def clean_environment(environ) -> tuple[dict, list[str]]:
+    """The child's environment and the notes saying what changed."""
+    env = dict(environ)
+    notes = []
+    for var in REMOVED_VARS:
+        if var in env:
+            notes.append(f"removed {var}={env.pop(var)} (forces OpenBLAS's slower kernels; users do not set it)")
+        else:
+            notes.append(f"{var} was not set")
+    for var, value in MALLOC_VARS.items():
+        notes.append(f"set {var}={value} (freed heap stays mapped: no page faults for fresh memory, every variant alike)")
+        env[var] = value
+    env[CHILD_FLAG] = "1"
+    env[NOTES_VAR] = json.dumps(notes)
+    return env, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if os.environ.get(CHILD_FLAG) != "1":
+        env, notes = clean_environment(os.environ)
+        print("bench: re-running in a child process with a cleaned environment:")
+        for note in notes:
+            print(f"  - {note}")
+        sys.stdout.flush()
+        return subprocess.call([sys.executable, str(Path(__file__).resolve()), *argv], env=env)
+    return Harness(args, argv).run()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds, small time budget per case (< ~2 min)")
+    parser.add_argument("--only", metavar="PATTERN", help="run cases whose id contains PATTERN (or matches it as a glob)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per case (default 25, --quick 5)")
+    parser.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
+    parser.add_argument("--list", action="store_true", help="list the case ids and exit")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.md/latest.json go")
+    return parser.parse_args(argv)
+
+
+def import_bpfast():
+    """bpfast as installed, else from this checkout's python/ directory (with a note)."""
+    try:
+        import bpfast
+    except ImportError:
+        sys.path.insert(0, str(REPO / "python"))
+        import bpfast
+
+        return bpfast, f"bpfast is not installed: imported from {REPO / 'python'}"
+    return bpfast, None
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+@dataclass
+class Variant:
+    """One competitor in a case: ``run(inner)`` does ``inner`` calls and returns their seconds;
+    ``check()`` returns the outputs compared with the reference (dict of arrays)."""
+
+    name: str
+    run: Callable[[int], float] | None = None
+    check: Callable[[], dict] | None = None
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    remote: bool = False
+    inner: int = 1
+    samples: list = field(default_factory=list)
+    error: float | None = None
+
+    @classmethod
+    def skipped(cls, name, note):
+        return cls(name, status="skipped", note=note)
+
+
+def local(name, fn, check, backend=None, bpfast=None):
+    """A variant timed in this process, under bpfast backend ``backend`` when given."""
+
+    def run(inner):
+        ctx = bpfast.use_backend(backend) if backend else _nullcontext()
+        with ctx:
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            return time.perf_counter() - start
+
+    def checked():
+        with bpfast.use_backend(backend) if backend else _nullcontext():
+            return check()
+
+    return Variant(name, run, checked)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class Case:
+    id: str
+    group: str  # step | loop | affine | softmax | relu
+    title: str
+    dtype: str  # the dtype the work is done in (for the peak)
+    build: Callable[[], list]  # variants, the reference first
+    baselines: tuple = ()
+    flops: float | None = None
+    nbytes: float | None = None
+    detail: str = ""
+    variants: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+class Peer:
+    """A PyTorch or JAX worker process (``peers_<name>.py``), kept for the whole run."""
+
+    def __init__(self, name, env, tmpdir):
+        self.name = name
+        self.tmpdir = tmpdir
+        self.stderr_path = Path(tmpdir) / f"{name}.stderr"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / f"peers_{name}.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.stderr_path, "w"),
+            text=True,
+            env=env,
+        )
+        hello = self._read()
+        self.skip = hello.get("skip") or hello.get("error")
+        self.about = {k: v for k, v in hello.items() if k != "ready"}
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = self.stderr_path.read_text()[-800:] if self.stderr_path.exists() else ""
+            return {"error": f"worker exited ({tail.strip()})"}
+        return json.loads(line)
+
+    def ask(self, **request):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} worker is gone")
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def variant(self, case_id, arrays):
+        """A remote variant running this worker's model of the step on ``arrays``."""
+        npz = Path(self.tmpdir) / f"{case_id}.npz"
+        np.savez(npz, **arrays)
+        self.ask(cmd="setup", npz=str(npz), lr=LR)
+
+        def run(inner):
+            seconds = self.ask(cmd="time", inner=inner)["seconds"]
+            time.sleep(PEER_QUIET_S)
+            return seconds
+
+        def check():
+            out = Path(self.tmpdir) / f"{case_id}-{self.name}-out.npz"
+            self.ask(cmd="validate", out=str(out))
+            with np.load(out) as data:
+                return {key: data[key] for key in data.files}
+
+        v = Variant(f"{PEERS[self.name]} {self.about.get('version', '')}".strip(), run, check, remote=True)
+        return v
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def mnist_rows(n):
+    """The first n MNIST training images (float32 in [0, 1], flattened) and labels, or None."""
+    images = MNIST_DIR / "train-images-idx3-ubyte.gz"
+    labels = MNIST_DIR / "train-labels-idx1-ubyte.gz"
+    if not (images.exists() and labels.exists()):
+        return None
+    n = min(n, 60000)
+    with gzip.open(images) as f:
+        x = np.frombuffer(f.read(16 + n * 784)[16:], np.uint8).reshape(n, 784)
+    with gzip.open(labels) as f:
+        t = np.frombuffer(f.read(8 + n)[8:], np.uint8).astype(np.int64)
+    return x.astype(np.float32) / np.float32(255.0), t
+
+
+def initial_params(D, H, O, dtype, seed=1):
+    """The book's initialisation (0.01 * randn weights, zero biases), seeded, in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "W1": (0.01 * rng.standard_normal((D, H))).astype(dtype),
+        "b1": np.zeros(H, dtype),
+        "W2": (0.01 * rng.standard_normal((H, O))).astype(dtype),
+        "b2": np.zeros(O, dtype),
+    }
+
+
+def one_hot(labels, classes, dtype):
+    t = np.zeros((labels.size, classes), dtype=dtype)
+    t[np.arange(labels.size), labels] = 1
+    return t
+
+
+# ----------------------------------------------------------------------------- the harness
+
+
+class Harness:
+    def __init__(self, args, argv):
+        self.args = args
+        self.argv = argv
+        self.quick = args.quick
+        self.rounds = args.rounds or (5 if args.quick else 25)
+        self.budget_s = 6.0 if args.quick else 40.0  # per case, after the minimum rounds
+        self.min_rounds = min(3, self.rounds)
+        self.target_sample_s = 0.004 if args.quick else 0.01
+        self.bpfast, note = import_bpfast()
+        self.notes = json.loads(os.environ.get(NOTES_VAR, "[]"))
+        if note:
+            self.notes.append(note)
+        self.available = self.bpfast.backends()
+        self.tmp = tempfile.TemporaryDirectory(prefix="bpfast-bench-")
+        self.peers = None
+        self.mnist = mnist_rows(2048)
+        self.data_note = (
+            f"x: the first MNIST training images from {MNIST_DIR} (float32 in [0,1])"
+            if self.mnist is not None
+            else "x: seeded uniform [0,1) float32 (MNIST not found)"
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> int:
+        cases = self.cases()
+        if self.args.list:
+            for case in cases:
+                print(f"{case.id:28s} {case.title}")
+            return 0
+        if self.args.only:
+            pattern = self.args.only
+            glob = any(ch in pattern for ch in "*?[")
+            cases = [c for c in cases if (fnmatch.fnmatch(c.id, pattern) if glob else pattern in c.id)]
+            if not cases:
+                print(f"bench: no case matches {pattern!r} (see --list)", file=sys.stderr)
+                return 2
+        self.log(f"bench: {len(cases)} cases, up to {self.rounds} rounds each; bpfast backends here: {self.available}")
+        started = time.perf_counter()
+        self.load_before = os.getloadavg()
+        try:
+            for case in cases:
+                self.run_case(case)
+        finally:
+            if self.peers:
+                for peer in self.peers.values():
+                    peer.close()
+        total = time.perf_counter() - started
+        report = self.report(cases, total)
+        self.args.output.mkdir(parents=True, exist_ok=True)
+        (self.args.output / "latest.md").write_text(report["markdown"])
+        (self.args.output / "latest.json").write_text(json.dumps(report["json"], indent=1) + "\n")
+        print(report["markdown"])
+        self.log(f"bench: wrote {self.args.output / 'latest.md'} and latest.json ({total:.0f} s)")
+        failed = [f"{c.id}: {v.name}" for c in cases for v in c.variants if v.status == "failed"]
+        if failed:
+            self.log("bench: FAILED validation: " + "; ".join(failed))
+            return 1
+        return 0
+
+    def log(self, message):
+        print(message, file=sys.stderr, flush=True)
+
+    def run_case(self, case):
+        gc.collect()
+        started = time.perf_counter()
+        self.log(f"[{case.id}] {case.title}: building and validating")
+        try:
+            variants = case.build()
+        except Exception as exc:  # a case that cannot be set up is reported, not fatal
+            case.variants = [Variant.skipped("(case)", f"setup failed: {type(exc).__name__}: {exc}")]
+            return
+        case.variants = variants
+        reference = variants[0]
+        try:
+            expected = reference.check()
+        except Exception as exc:
+            reference.status, reference.note = "failed", f"reference raised {type(exc).__name__}: {exc}"
+            return
+        for v in variants[1:]:
+            if v.status != "ok":
+                continue
+            try:
+                got = v.check()
+                v.error, problem = compare(got, expected, case.dtype)
+            except Exception as exc:
+                v.error, problem = None, f"raised {type(exc).__name__}: {exc}"
+            if problem:
+                v.status, v.note = "failed", f"validation: {problem}"
+        timed = [v for v in variants if v.status == "ok"]
+        for v in timed:  # warm up, then pick the calls per sample
+            v.run(1)
+            once = min(v.run(1) for _ in range(2))
+            v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
+        self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
+        gc.disable()
+        try:
+            timing_start = time.perf_counter()
+            for r in range(self.rounds):
+                order = timed[r % len(timed):] + timed[: r % len(timed)]
+                for v in order:
+                    v.samples.append(v.run(v.inner) / v.inner)
+                if r + 1 >= self.min_rounds and time.perf_counter() - timing_start > self.budget_s:
+                    break
+        finally:
+            gc.enable()
+        case.seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ cases
+
+    def cases(self):
+        cases = []
+        step_configs = [
+            ("A", 784, 50, 10, 100, np.float64, "one-hot float64", "the book's: float32 images, float64 net"),
+            ("B", 784, 50, 10, 100, np.float32, "one-hot float32", "A with float32 weights"),
+            ("C", 784, 1024, 10, 1024, np.float32, "labels", "wide hidden layer"),
+            ("D", 784, 2048, 1000, 2048, np.float32, "labels", "1000 classes"),
+        ]
+        for name, D, H, O, N, wdtype, targets, what in step_configs:
+            dtype = np.result_type(np.float32, wdtype).name
+            cases.append(
+                Case(
+                    id=f"step-{name}",
+                    group="step",
+                    title=f"SGD step {name}: {D}-{H}-{O}, batch {N}, {np.dtype(wdtype).name} weights ({what})",
+                    dtype=dtype,
+                    flops=6.0 * N * (D * H + H * O),
+                    baselines=("book NumPy layers", "bpfast numpy"),
+                    detail=f"x float32 (N,{D}), t {targets}",
+                    build=lambda cfg=(name, D, H, O, N, wdtype, targets): self.build_step(*cfg),
+                )
+            )
+        cases.append(
+            Case(
+                id="loop-A",
+                group="loop",
+                title="train_neuralnet.py iteration, config A: draw a batch of 100, SGD step, loss",
+                dtype="float64",
+                flops=6.0 * 100 * (784 * 50 + 50 * 10) + 2.0 * 100 * (784 * 50 + 50 * 10),
+                baselines=("book class + book NumPy layers",),
+                detail="batches drawn with np.random.choice from 10000 images, one-hot float64 labels",
+                build=self.build_loop,
+            )
+        )
+        affine_shapes = [
+            (100, 784, 50, np.float32),
+            (100, 50, 10, np.float32),
+            (100, 784, 50, np.float64),
+            (100, 50, 10, np.float64),
+            (1024, 1024, 1024, np.float32),
+            (4096, 784, 1024, np.float32),
+        ]
+        for N, D, M, dt in affine_shapes:
+            dtn = np.dtype(dt).name
+            cases.append(
+                Case(
+                    id=f"affine-{N}x{D}x{M}-{dtn[5:]}",
+                    group="affine",
+                    title=f"Affine forward+backward, x ({N},{D}) · W ({D},{M}), {dtn}",
+                    dtype=dtn,
+                    flops=6.0 * N * D * M,
+                    baselines=("NumPy x @ W + b",),
+                    build=lambda cfg=(N, D, M, dt): self.build_affine(*cfg),
+                )
+            )
+        for N, C in [(100, 10), (1024, 1000), (4096, 4096)]:
+            cases.append(
+                Case(
+                    id=f"softmax-{N}x{C}",
+                    group="softmax",
+                    title=f"softmax of ({N},{C}) float32, rows",
+                    dtype="float32",
+                    nbytes=2.0 * 4 * N * C,
+                    baselines=("NumPy (book formula)",),
+                    build=lambda cfg=(N, C): self.build_softmax(*cfg),
+                )
+            )
+        for n, label in [(1_000_000, "1e6"), (16_000_000, "1.6e7")]:
+            cases.append(
+                Case(
+                    id=f"relu-{label}",
+                    group="relu",
+                    title=f"ReLU forward+backward, {n:,} float32",
+                    dtype="float32",
+                    nbytes=18.0 * n,  # fwd: read x, write out + mask; bwd: read mask, read+write dout
+                    baselines=("NumPy (book Relu)",),
+                    build=lambda n=n: self.build_relu(n),
+                )
+            )
+        return cases
+
+    def backend_variants(self, label, make):
+        """One variant per bpfast backend: ``make(backend)`` returns (fn, check)."""
+        out = []
+        for backend in BACKENDS:
+            name = f"{label} {backend}".strip()
+            if backend not in self.available:
+                out.append(Variant.skipped(name, f"backend not available here (bpfast.backends() = {self.available})"))
+                continue
+            fn, check = make(backend)
+            out.append(local(name, fn, check, backend, self.bpfast))
+        return out
+
+    def step_data(self, D, O, N, wdtype, targets, seed=0):
+        rng = np.random.default_rng(seed)
+        if self.mnist is not None and D == 784 and N <= len(self.mnist[0]):
+            x, labels = self.mnist[0][:N].copy(), self.mnist[1][:N].copy()
+            if O != 10:
+                labels = rng.integers(0, O, N)
+        else:
+            x = rng.random((N, D), dtype=np.float32)
+            labels = rng.integers(0, O, N)
+        if targets.startswith("one-hot"):
+            t = one_hot(labels, O, np.float64 if "float64" in targets else np.float32)
+        else:
+            t = labels.astype(np.int64)
+        return x, t
+
+    def build_step(self, name, D, H, O, N, wdtype, targets):
+        import book_numpy
+
+        bpfast = self.bpfast
+        x, t = self.step_data(D, O, N, wdtype, targets)
+        init = initial_params(D, H, O, wdtype)
+
+        def with_init(net):
+            for key in PARAM_KEYS:
+                net.params[key][...] = init[key]
+            return net
+
+        def step_of(net, step):
+            def fn():
+                step(net)
+
+            def check():
+                with_init(net)
+                grads = step(net)
+                out = {"d" + k: np.array(grads[k]) for k in PARAM_KEYS}
+                out.update({k: net.params[k].copy() for k in PARAM_KEYS})
+                with_init(net)
+                return out
+
+            return fn, check
+
+        def sgd(net):
+            return book_numpy.sgd_step(net, x, t, LR)
+
+        book_net = with_init(book_numpy.TwoLayerNet(D, H, O, dtype=wdtype))
+        variants = [local("book NumPy layers", *step_of(book_net, sgd))]
+
+        from bpfast.nets import TwoLayerNet
+
+        def bpfast_net(backend):
+            with bpfast.use_backend(backend):
+                net = with_init(TwoLayerNet(D, H, O, dtype=wdtype))
+            return step_of(net, sgd)
+
+        variants += self.backend_variants("bpfast", bpfast_net)
+        if hasattr(TwoLayerNet, "train_step"):
+
+            def train_step(net):
+                grads = net.train_step(x, t, LR)
+                return grads if isinstance(grads, dict) else {k: (init[k] - net.params[k]) / LR for k in PARAM_KEYS}
+
+            variants += self.backend_variants(
+                "bpfast train_step", lambda b: step_of(with_init(TwoLayerNet(D, H, O, dtype=wdtype)), train_step)
+            )
+        else:
+            variants.append(Variant.skipped("bpfast train_step", "TwoLayerNet has no train_step yet"))
+        arrays = {"x": x, "t": t, **init}
+        for peer_name in PEERS:
+            variants.append(self.peer_variant(peer_name, f"step-{name}", arrays))
+        return variants
+
+    def peer_variant(self, name, case_id, arrays):
+        if self.args.no_peers:
+            return Variant.skipped(PEERS[name], "--no-peers")
+        if self.peers is None:
+            self.peers = {}
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+            for peer in PEERS:
+                self.log(f"bench: starting the {PEERS[peer]} worker")
+                self.peers[peer] = Peer(peer, env, self.tmp.name)
+        peer = self.peers[name]
+        if peer.skip:
+            return Variant.skipped(PEERS[name], str(peer.skip))
+        try:
+            return peer.variant(case_id, arrays)
+        except RuntimeError as exc:
+            return Variant.skipped(PEERS[name], f"worker failed: {exc}")
+
+    def build_loop(self):
+        import book_numpy
+        import bpfast.layers
+        from bpfast.nets import TwoLayerNet
+
+        bpfast = self.bpfast
+        pool = mnist_rows(10000)
+        if pool is None:
+            rng = np.random.default_rng(0)
+            pool = (rng.random((10000, 784), dtype=np.float32), rng.integers(0, 10, 10000))
+        x_train, t_train = pool[0], one_hot(pool[1], 10, np.float64)
+        init = initial_params(784, 50, 10, np.float64)
+        x_batch, t_batch = x_train[:100], t_train[:100]
+
+        def prepared(net):
+            for key in PARAM_KEYS:
+                net.params[key][...] = init[key]
+
+            def fn():
+                book_numpy.train_iteration(net, x_train, t_train, 100, LR)
+
+            def check():
+                for key in PARAM_KEYS:
+                    net.params[key][...] = init[key]
+                grads = book_numpy.sgd_step(net, x_batch, t_batch, LR)
+                out = {"d" + k: np.array(grads[k]) for k in PARAM_KEYS}
+                out["loss"] = np.array(net.loss(x_batch, t_batch))
+                for key in PARAM_KEYS:
+                    net.params[key][...] = init[key]
+                return out
+
+            return fn, check
+
+        variants = [local("book class + book NumPy layers", *prepared(book_numpy.TwoLayerNet(784, 50, 10)))]
+        variants += self.backend_variants(
+            "book class + bpfast.layers", lambda b: prepared(book_numpy.TwoLayerNet(784, 50, 10, layers=bpfast.layers))
+        )
+        variants += self.backend_variants("bpfast.nets.TwoLayerNet", lambda b: prepared(TwoLayerNet(784, 50, 10)))
+        return variants
+
+    def build_affine(self, N, D, M, dt):
+        from bpfast.layers import Affine
+
+        rng = np.random.default_rng(2)
+        x = rng.standard_normal((N, D)).astype(dt)
+        W = (0.05 * rng.standard_normal((D, M))).astype(dt)
+        b = rng.standard_normal(M).astype(dt)
+        dout = rng.standard_normal((N, M)).astype(dt)
+
+        def numpy_fn():
+            out = x @ W + b
+            return out, dout @ W.T, x.T @ dout, dout.sum(axis=0)
+
+        def numpy_check():
+            return dict(zip(("out", "dx", "dW", "db"), numpy_fn()))
+
+        def bpfast_affine(backend):
+            layer = Affine(W, b)
+
+            def fn():
+                layer.forward(x)
+                layer.backward(dout)
+
+            def check():
+                out = layer.forward(x)
+                dx = layer.backward(dout)
+                return {"out": out, "dx": dx, "dW": layer.dW, "db": layer.db}
+
+            return fn, check
+
+        return [local("NumPy x @ W + b", numpy_fn, numpy_check)] + self.backend_variants("bpfast Affine", bpfast_affine)
+
+    def build_softmax(self, N, C):
+        import book_numpy
+        from bpfast.functions import softmax
+
+        x = (3.0 * np.random.default_rng(3).standard_normal((N, C))).astype(np.float32)
+        ref = local("NumPy (book formula)", lambda: book_numpy.softmax(x), lambda: {"y": book_numpy.softmax(x)})
+        return [ref] + self.backend_variants(
+            "bpfast softmax", lambda b: (lambda: softmax(x), lambda: {"y": softmax(x)})
+        )
+
+    def build_relu(self, n):
+        import book_numpy
+        from bpfast.layers import Relu
+
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal(n, dtype=np.float32)
+        dout0 = rng.standard_normal(n, dtype=np.float32)
+
+        def relu_variant(layer):
+            dout = dout0.copy()  # zeroed in place at the masked places, every call alike
+
+            def fn():
+                layer.forward(x)
+                layer.backward(dout)
+
+            def check():
+                out = layer.forward(x)
+                dx = layer.backward(dout0.copy())
+                return {"out": out, "mask": layer.mask, "dx": dx}
+
+            return fn, check
+
+        ref = local("NumPy (book Relu)", *relu_variant(book_numpy.Relu()))
+        return [ref] + self.backend_variants("bpfast Relu", lambda b: relu_variant(Relu()))
+
+    # ------------------------------------------------------------------ report
+
+    def machine(self):
+        bpfast = self.bpfast
+        cpu = platform.processor()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        versions = {"python": platform.python_version(), "numpy": np.__version__, "bpfast": bpfast.__version__}
+        for mod in ("scipy", "numba"):
+            try:
+                versions[mod] = __import__(mod).__version__
+            except ImportError:
+                versions[mod] = None
+        for name, peer in (self.peers or {}).items():
+            versions[name] = peer.about.get("version") if not peer.skip else None
+        try:
+            info = bpfast.info()
+        except Exception as exc:
+            info = {"error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "openblas_core": openblas_corename(),
+            "versions": versions,
+            "bpfast_path": str(Path(bpfast.__file__).parent),
+            "bpfast_info": info,
+            "peak_gflops": PEAK_GFLOPS,
+            "bandwidth_gbs": BANDWIDTH_GBS,
+        }
+
+    def report(self, cases, total_s):
+        machine = self.machine()
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        json_cases = []
+        for case in cases:
+            medians = {v.name: statistics.median(v.samples) for v in case.variants if v.samples}
+            rows = []
+            for v in case.variants:
+                row = {"variant": v.name, "status": v.status, "note": v.note, "validation_error": v.error}
+                if v.samples:
+                    med = medians[v.name]
+                    row.update(
+                        min_s=min(v.samples),
+                        median_s=med,
+                        n=len(v.samples),
+                        calls_per_sample=v.inner,
+                        remote=v.remote,
+                        speedup={b: medians[b] / med for b in case.baselines if b in medians},
+                    )
+                    if case.flops:
+                        row["gflops"] = case.flops / med / 1e9
+                        row["pct_peak"] = 100 * row["gflops"] / PEAK_GFLOPS[case.dtype]
+                    if case.nbytes:
+                        row["gbs"] = case.nbytes / med / 1e9
+                        row["pct_bandwidth"] = 100 * row["gbs"] / BANDWIDTH_GBS
+                rows.append(row)
+            json_cases.append(
+                {
+                    "id": case.id,
+                    "group": case.group,
+                    "title": case.title,
+                    "detail": case.detail,
+                    "dtype": case.dtype,
+                    "flops": case.flops,
+                    "bytes": case.nbytes,
+                    "baselines": list(case.baselines),
+                    "seconds": case.seconds,
+                    "variants": rows,
+                }
+            )
+        env_notes = self.notes + [
+            self.data_note,
+            f"interleaved rounds: up to {self.rounds} per case (at least {self.min_rounds}, then a {self.budget_s:.0f} s budget); "
+            f"each sample times back-to-back calls (~{self.target_sample_s * 1e3:.0f} ms) and divides; GC off while timing",
+            "PyTorch and JAX run in worker processes of their own, one sample per round like the rest",
+            "load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f} "
+            "(other work on this 2-core machine slows every variant alike, but widens min-median gaps)".format(
+                *self.load_before, *os.getloadavg()
+            ),
+        ]
+        doc = {
+            "date": now,
+            "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in self.argv),
+            "total_seconds": total_s,
+            "machine": machine,
+            "notes": env_notes,
+            "cases": json_cases,
+        }
+        return {"json": doc, "markdown": render_markdown(doc)}
+
+
+def compare(got, expected, dtype):
+    """(largest error, problem or None): max |a - b| / max |expected| per array."""
+    tol = TOLERANCE[dtype]
+    worst = 0.0
+    for key, ref in expected.items():
+        if key not in got:
+            return None, f"missing output {key}"
+        a, b = np.asarray(got[key]), np.asarray(ref)
+        if a.shape != b.shape:
+            return None, f"{key} has shape {a.shape}, the reference {b.shape}"
+        if b.dtype == bool or a.dtype == bool:
+            if not np.array_equal(a, b):
+                return None, f"{key} differs from the reference"
+            continue
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        err = float(np.max(np.abs(a.astype(np.float64) - b))) / (scale or 1.0) if b.size else 0.0
+        if not math.isfinite(err) or err > tol:
+            return err, f"{key} off by {err:.2e} (relative to its largest value; tolerance {tol:.0e})"
+        worst = max(worst, err)
+    return worst, None
+
+
+def openblas_corename():
+    """The kernel family NumPy's OpenBLAS chose (SkylakeX, Haswell, ...), when it can be asked."""
+    import ctypes
+
+    try:
+        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return None
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def fmt_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def render_markdown(doc):
+    m = doc["machine"]
+    v = m["versions"]
+    lines = [
+        "# bpfast benchmark",
+        "",
+        f"{doc['date']}, `{doc['command']}`, {doc['total_seconds']:.0f} s.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; OpenBLAS kernels: {m['openblas_core']}. "
+        f"Peak {m['peak_gflops']['float32']:.0f} GFLOP/s float32, {m['peak_gflops']['float64']:.0f} float64; "
+        f"memory {m['bandwidth_gbs']:.0f} GB/s.",
+        "",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
+        f"bpfast from `{m['bpfast_path']}`; backends available: {m['bpfast_info'].get('backends_available')}; "
+        f"compiled core: {m['bpfast_info'].get('compiled_core')}.",
+        "",
+        "How it was run:",
+        "",
+    ]
+    lines += [f"- {note}" for note in doc["notes"]]
+    lines += [
+        "",
+        "Times are per call; `×` columns are speedups (baseline median / variant median, from this run; "
+        "above 1 is faster). GFLOP/s counts the book's algorithm nominally (6·N·(D·H + H·O) per step, "
+        "dx of the first layer included), from the median.",
+    ]
+    groups = [
+        ("step", "One SGD step of TwoLayerNet (`net.gradient` + `params[k] -= 0.1 * grads[k]`)"),
+        ("loop", "The book's train_neuralnet.py iteration"),
+        ("affine", "Affine forward + backward"),
+        ("softmax", "softmax"),
+        ("relu", "ReLU forward + backward"),
+    ]
+    for group, heading in groups:
+        cases = [c for c in doc["cases"] if c["group"] == group]
+        if not cases:
+            continue
+        lines += ["", f"## {heading}", ""]
+        for case in cases:
+            lines += [f"**{case['id']}**: {case['title']}" + (f"; {case['detail']}" if case["detail"] else ""), ""]
+            base_cols = [f"× {b}" for b in case["baselines"]]
+            rate = "GFLOP/s (% peak)" if case["flops"] else "GB/s (% of 40)"
+            header = ["variant", "min", "median", "n", *base_cols, rate]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            notes = []
+            for row in case["variants"]:
+                if row["status"] != "ok" or "median_s" not in row:
+                    notes.append(f"{row['variant']}: {row['status']}" + (f" ({row['note']})" if row["note"] else ""))
+                    continue
+                speed = [f"{row['speedup'][b]:.2f}" if b in row["speedup"] else "" for b in case["baselines"]]
+                if case["flops"]:
+                    r = f"{row['gflops']:.1f} ({row['pct_peak']:.0f}%)"
+                else:
+                    r = f"{row['gbs']:.1f} ({row['pct_bandwidth']:.0f}%)"
+                cells = [row["variant"], fmt_time(row["min_s"]), fmt_time(row["median_s"]), str(row["n"]), *speed, r]
+                lines.append("| " + " | ".join(cells) + " |")
+            if notes:
+                lines += [""] + [f"- {n}" for n in notes]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
