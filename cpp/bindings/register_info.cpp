@@ -1,9 +1,13 @@
-// Bindings that describe the build and the CPU: info() and the _set_cpu_path test hook.
+// Bindings that describe the build and the CPU: info(), the thread count, and the
+// _set_cpu_path test hook.
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <string>
+#include <vector>
 
 #include "bpfast/cpu.hpp"
+#include "bpfast/threads.hpp"
 #include "build_info.hpp"
 #include "register.hpp"
 
@@ -41,7 +45,7 @@ py::dict info() {
     d["kernel_path"] = choice.kernels->path;
     d["kernel_path_reason"] = choice.reason;
     d["gemm_kernels"] = choice.kernels->blocking;
-    d["num_threads"] = 1;
+    d["num_threads"] = num_threads();
     return d;
 }
 
@@ -50,6 +54,29 @@ py::dict info() {
 void register_info(py::module_& m) {
     active_kernels();  // choose the path at import (probe or BPFAST_CPU)
     m.def("info", &info, "Compiler, build flags per translation unit, CPU features, kernel path and why.");
+    m.def("get_num_threads", &num_threads, "Threads the kernels use (the calling thread included).");
+    m.def(
+        "set_num_threads",
+        [](int n) {
+            if (n < 1) throw py::value_error("set_num_threads: n must be at least 1, got " + std::to_string(n));
+            set_num_threads(n);
+        },
+        py::arg("n"), "Use n threads (n >= 1) for the kernels from the next call on.");
+    m.def(
+        "_pool_selftest",
+        [](std::ptrdiff_t n_chunks, int repeats) {
+            // Test hook: every chunk of every region must run exactly once.
+            py::gil_scoped_release release;
+            std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n_chunks));
+            for (int r = 0; r < repeats; ++r) {
+                parallel_for(n_chunks, [&](std::ptrdiff_t c) { hits[static_cast<std::size_t>(c)]++; });
+            }
+            for (auto& h : hits) {
+                if (h.load() != repeats) return false;
+            }
+            return true;
+        },
+        py::arg("n_chunks"), py::arg("repeats"), "Test hook: run parallel_for regions and check the chunk counts.");
     m.def(
         "_set_cpu_path",
         [](const py::object& path) {

@@ -11,7 +11,17 @@ __version__ = "0.1.0"
 
 from bpfast._backend import backends, current as _current_backend, get_backend, set_backend, use_backend
 from bpfast._info import info
+from bpfast._threads import get_num_threads, set_num_threads
 
-__all__ = ["__version__", "backends", "get_backend", "set_backend", "use_backend", "info"]
+__all__ = [
+    "__version__",
+    "backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "get_num_threads",
+    "set_num_threads",
+    "info",
+]
 
 _current_backend()  # choose the default now, so BPFAST_BACKEND is read at import

@@ -1,0 +1,30 @@
+// bpfast's thread pool: parallel_for over a fixed number of chunks.
+//
+// Contract:
+// - parallel_for(n_chunks, f) calls f(c) exactly once for every c in [0, n_chunks) and
+//   returns when all calls have finished. The calling thread takes part. Which thread runs
+//   which chunk varies, so callers make each chunk's work depend only on c (never on the
+//   thread count): reductions are split into fixed chunks and summed in chunk order
+//   afterwards, so results do not depend on num_threads().
+// - One parallel region runs at a time; a call made while another runs (another Python
+//   thread, or a nested call from inside f) runs its chunks inline on the calling thread.
+// - f must not throw.
+// - Workers start lazily, spin briefly after a region (so back-to-back kernels do not pay a
+//   wake-up), then sleep. After fork() the child starts fresh workers on first use.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace bpfast {
+
+// Threads used by parallel_for (the caller included); at least 1.
+int num_threads();
+// Set the thread count (n >= 1); takes effect at the next parallel_for.
+void set_num_threads(int n);
+// The default: BPFAST_NUM_THREADS when set, else the CPUs this process may run on.
+int default_num_threads();
+
+void parallel_for(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f);
+
+}  // namespace bpfast

@@ -1,0 +1,186 @@
+// The thread pool behind parallel_for (see bpfast/threads.hpp for the contract).
+//
+// A region publishes (job, n_chunks) and bumps a generation counter; workers and the caller
+// take chunks from an atomic counter until none are left; the caller then waits for the
+// workers to finish the chunks they took. Workers spin on the generation for a short while
+// before sleeping on a condition variable.
+#include "bpfast/threads.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#elif defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define BPFAST_PAUSE() _mm_pause()
+#else
+#define BPFAST_PAUSE() std::this_thread::yield()
+#endif
+
+namespace bpfast {
+namespace {
+
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+class Pool {
+public:
+    int threads() const { return requested_.load(std::memory_order_relaxed); }
+    void set_threads(int n) { requested_.store(std::max(n, 1), std::memory_order_relaxed); }
+
+    void run(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f) {
+        const int wanted = static_cast<int>(std::min<std::ptrdiff_t>(threads(), n_chunks));
+        std::unique_lock<std::mutex> region(region_mutex_, std::try_to_lock);
+        if (wanted <= 1 || !region.owns_lock()) {
+            for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
+            return;
+        }
+        ensure_workers(wanted - 1);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = &f;
+            n_chunks_ = n_chunks;
+            next_.store(0, std::memory_order_relaxed);
+            participants_ = wanted - 1;
+            busy_.store(wanted - 1, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        take_chunks(f, n_chunks);
+        // Wait for the workers' last chunks: spin, then yield the core (it may be the one a
+        // descheduled worker needs when the machine is oversubscribed).
+        for (int spins = 0; busy_.load(std::memory_order_acquire) != 0; ++spins) {
+            if (spins < 2000) {
+                BPFAST_PAUSE();
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    }
+
+    // After fork() in the child: the workers did not come along. Forget them (their
+    // std::thread objects are leaked on purpose: destroying them would terminate) and
+    // reset the locks, which may have been held by a parent thread.
+    void forget_workers_after_fork() {
+        new (&mutex_) std::mutex();
+        new (&region_mutex_) std::mutex();
+        new (&wake_) std::condition_variable();
+        workers_ = new std::vector<std::thread>();
+        busy_.store(0);
+    }
+
+private:
+    void ensure_workers(int n) {
+        while (static_cast<int>(workers_->size()) < n) {
+            const int index = static_cast<int>(workers_->size());
+            const unsigned current = generation_.load(std::memory_order_acquire);
+            workers_->emplace_back([this, index, current] { worker_loop(index, current); });
+            workers_->back().detach();
+        }
+    }
+
+    void take_chunks(const std::function<void(std::ptrdiff_t)>& f, std::ptrdiff_t n_chunks) {
+        for (std::ptrdiff_t c = next_.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
+             c = next_.fetch_add(1, std::memory_order_relaxed)) {
+            f(c);
+        }
+    }
+
+    // seen: the last generation before this worker existed; it joins the regions after it.
+    void worker_loop(int index, unsigned seen) {
+        for (;;) {
+            wait_for_new_generation(seen);
+            const std::function<void(std::ptrdiff_t)>* job;
+            std::ptrdiff_t n_chunks;
+            bool takes_part;
+            {
+                // Read the generation with the job it describes: each region is joined once.
+                std::lock_guard<std::mutex> lock(mutex_);
+                seen = generation_.load(std::memory_order_relaxed);
+                job = job_;
+                n_chunks = n_chunks_;
+                takes_part = index < participants_;
+            }
+            if (!takes_part) continue;
+            take_chunks(*job, n_chunks);
+            busy_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+    }
+
+    void wait_for_new_generation(unsigned seen) {
+        const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+        while (generation_.load(std::memory_order_acquire) == seen) {
+            if (std::chrono::steady_clock::now() > spin_until) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+                break;
+            }
+            for (int i = 0; i < 16; ++i) BPFAST_PAUSE();
+            std::this_thread::yield();
+        }
+    }
+
+    std::atomic<int> requested_{default_num_threads()};
+    std::mutex region_mutex_;  // one region at a time
+    std::mutex mutex_;         // guards the job description below
+    std::condition_variable wake_;
+    std::atomic<unsigned> generation_{0};
+    const std::function<void(std::ptrdiff_t)>* job_ = nullptr;
+    std::ptrdiff_t n_chunks_ = 0;
+    int participants_ = 0;
+    std::atomic<std::ptrdiff_t> next_{0};
+    std::atomic<int> busy_{0};
+    std::vector<std::thread>* workers_ = new std::vector<std::thread>();  // never freed: detached workers
+};
+
+// Never destroyed: detached workers may still touch it while the process exits.
+Pool& pool() {
+    static Pool* instance = [] {
+        auto* p = new Pool();
+#if defined(__unix__) || defined(__APPLE__)
+        pthread_atfork(nullptr, nullptr, [] { pool().forget_workers_after_fork(); });
+#endif
+        return p;
+    }();
+    return *instance;
+}
+
+int available_cpus() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(CPU_COUNT(&set), 1);
+#endif
+    return std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
+}
+
+}  // namespace
+
+int default_num_threads() {
+    if (const char* env = std::getenv("BPFAST_NUM_THREADS")) {
+        const int n = std::atoi(env);
+        if (n >= 1) return n;
+    }
+    return available_cpus();
+}
+
+int num_threads() { return pool().threads(); }
+
+void set_num_threads(int n) { pool().set_threads(n); }
+
+void parallel_for(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f) {
+    if (n_chunks <= 0) return;
+    pool().run(n_chunks, f);
+}
+
+}  // namespace bpfast
