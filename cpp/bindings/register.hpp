@@ -5,7 +5,8 @@
 
 namespace bpfast::bindings {
 
-void register_ops(pybind11::module_& m);
+void register_affine(pybind11::module_& m);
+void register_elementwise(pybind11::module_& m);
 void register_info(pybind11::module_& m);
 
 }  // namespace bpfast::bindings
