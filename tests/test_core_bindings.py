@@ -340,7 +340,7 @@ def test_info_describes_build_and_path():
     for key in ("compiler", "build_flags", "cpu_features", "kernel_path", "kernel_path_reason", "num_threads"):
         assert key in info
     assert info["kernel_path"] in info["kernel_paths_compiled"]
-    assert info["num_threads"] == 1
+    assert info["num_threads"] == _core.get_num_threads() >= 1
     assert "-march=native" not in str(info["build_flags"]) and "fast-math" not in str(info["build_flags"])
 
 
