@@ -4,7 +4,7 @@ Same functions, signatures and return conventions as ``numpy_ref`` (read its doc
 the preconditions the public API guarantees). Contract of this module:
 
 - Matrix products call ``np.dot`` inside njit, which Numba lowers to SciPy's BLAS (gemm):
-  it beat a blocked njit loop 4-10x on every shape measured (the book's and 1024^3).
+  it beat a blocked njit loop 3.5-10x on every shape measured (the book's and 1024^3).
 - Elementwise kernels are fused into one pass; softmax and softmax-with-loss work one row
   at a time, so each row is read from cache, not memory, after its first sweep.
 - Kernels are compiled lazily, on the first call for each dtype, from one explicit
