@@ -8,5 +8,6 @@ namespace bpfast::bindings {
 void register_affine(pybind11::module_& m);
 void register_elementwise(pybind11::module_& m);
 void register_info(pybind11::module_& m);
+void register_nets(pybind11::module_& m);
 
 }  // namespace bpfast::bindings

@@ -6,6 +6,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from bpfast import _arrays
+from bpfast._backend import current
 from bpfast.gradient import numerical_gradient
 from bpfast.layers import Affine, Relu, SoftmaxWithLoss
 
@@ -63,7 +65,82 @@ class TwoLayerNet:
         return grads
 
     def gradient(self, x, t):
-        """Gradients of the loss by backpropagation: a dict W1, b1, W2, b2."""
+        """Gradients of the loss by backpropagation: a dict W1, b1, W2, b2.
+
+        On a backend with a one-call kernel (``cpp``) and the standard layers, forward, loss
+        and backward run in one native call (skipping dx of the first layer), and the layers
+        end up with the attributes the layered path gives them.
+        """
+        fused = self._fused_call(x, t, "two_layer_gradient")
+        if fused is not None:
+            return self._take_fused_results(*fused)
+        return self._layered_gradient(x, t)
+
+    def train_step(self, x, t, lr):
+        """One SGD step, ``params[k] -= lr * grads[k]`` for every parameter; returns the loss.
+
+        Fused into the one-call kernel when it can be (the update then happens in place,
+        in native code), else ``gradient`` followed by the update in NumPy.
+        """
+        fused = self._fused_call(x, t, "two_layer_train_step", lr)
+        if fused is not None:
+            self._take_fused_results(*fused)
+            return self.lastLayer.loss
+        grads = self.gradient(x, t)
+        for key in ("W1", "b1", "W2", "b2"):
+            self.params[key] -= lr * grads[key]
+        return self.lastLayer.loss
+
+    def _fused_call(self, x, t, kernel_name, *extra):
+        """Run the backend's one-call kernel when this net is the standard one; else None."""
+        kernel = getattr(current(), kernel_name, None)
+        if kernel is None or not self._is_standard():
+            return None
+        W1, b1, W2, b2 = (self.params[key] for key in ("W1", "b1", "W2", "b2"))
+        dtype = W1.dtype
+        if _arrays.kernel_dtype(dtype) is None or any(p.dtype != dtype for p in (b1, W2, b2)):
+            return None
+        if extra and not all(p.flags.c_contiguous and p.flags.aligned and p.flags.writeable for p in (W1, b1, W2, b2)):
+            return None
+        x = _arrays.as_numeric(x, "x")
+        if x.ndim < 2 or x.shape[0] == 0 or np.result_type(x, dtype) != dtype:
+            return None
+        x2 = x.reshape(x.shape[0], -1)
+        if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
+            return None
+        target = _arrays.labels_or_onehot(t, (x2.shape[0], W2.shape[1]), "SoftmaxWithLoss")
+        if target.ndim == 2:
+            if np.result_type(target, dtype) != dtype:
+                return None
+            target = _arrays.cast(target, dtype)
+        results = kernel(_arrays.cast(x2, dtype), target, W1, b1.reshape(-1), W2, b2.reshape(-1), *extra)
+        return (x, x2, t, target, *results)
+
+    def _is_standard(self):
+        layers = self.layers
+        return (
+            list(layers) == ["Affine1", "Relu1", "Affine2"]
+            and type(layers["Affine1"]) is Affine
+            and type(layers["Relu1"]) is Relu
+            and type(layers["Affine2"]) is Affine
+            and type(self.lastLayer) is SoftmaxWithLoss
+            and layers["Affine1"].W is self.params["W1"]
+            and layers["Affine1"].b is self.params["b1"]
+            and layers["Affine2"].W is self.params["W2"]
+            and layers["Affine2"].b is self.params["b2"]
+        )
+
+    def _take_fused_results(self, x, x2, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
+        """Leave the layers as the layered path would, and return the gradients."""
+        affine1, relu1, affine2, last = self.layers["Affine1"], self.layers["Relu1"], self.layers["Affine2"], self.lastLayer
+        affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x2, dW1, db1
+        relu1.mask = mask
+        affine2.original_x_shape, affine2.x, affine2.dW, affine2.db = h.shape, h, dW2, db2
+        last.t, last.y, last.loss, last._target = t, y, loss, target
+        return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+
+    def _layered_gradient(self, x, t):
+        """The book's gradient: forward through the layers, then backward in reverse."""
         self.loss(x, t)
 
         dout = 1

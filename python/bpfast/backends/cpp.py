@@ -18,6 +18,8 @@ from bpfast._core import (  # noqa: F401  (re-exported: the backend interface)
     softmax,
     softmax_xent_backward,
     softmax_xent_forward,
+    two_layer_gradient,
+    two_layer_train_step,
 )
 from bpfast._core import relu_backward as _relu_backward
 

@@ -1,0 +1,54 @@
+// TwoLayerNet in one call: Affine -> Relu -> Affine -> SoftmaxWithLoss, forward and backward.
+//
+// Contract (see nets.hpp): the same kernels the layered path runs, in the same order, on
+// buffers the caller owns; dx of the first layer is skipped (nobody asked for it). The SGD
+// update sits beside it. Reentrant; no allocation.
+#include "bpfast/nets.hpp"
+#include "bpfast/ops.hpp"
+
+namespace bpfast {
+
+// x is (N,D), W1 is (D,H), W2 is (H,C), y is (N,C)
+template <class T>
+double two_layer_gradient(const TwoLayerOutputs<T>& out, const T* x, const std::int64_t* labels, const T* t_onehot,
+                          const T* W1, const T* b1, const T* W2, const T* b2, ptrdiff_t N, ptrdiff_t D, ptrdiff_t H,
+                          ptrdiff_t C) {
+    // Forward: a1 = x·W1 + b1 (in dh, scratch until the backward needs it), h = relu(a1).
+    affine_forward<T>(out.dh, x, W1, b1, N, D, H);
+    relu_forward<T>(out.h, out.mask, out.dh, N * H);
+    // a2 = h·W2 + b2 (in dy), y = softmax(a2), the loss.
+    affine_forward<T>(out.dy, out.h, W2, b2, N, H, C);
+    const double loss = labels ? softmax_xent_forward<T>(out.y, out.dy, labels, N, C)
+                               : softmax_xent_forward_onehot<T>(out.y, out.dy, t_onehot, N, C);
+    // Backward: dy = (y - t) / N; Affine2 gives dW2, db2 and dh = dy·W2^T; Relu zeroes dh
+    // where masked; Affine1 gives dW1, db1 (its dx is skipped).
+    if (labels) {
+        softmax_xent_backward<T>(out.dy, out.y, labels, N, C);
+    } else {
+        softmax_xent_backward_onehot<T>(out.dy, out.y, t_onehot, N, C);
+    }
+    affine_backward<T>(out.dh, out.dW2, out.db2, out.dy, out.h, W2, N, H, C);
+    relu_backward<T>(out.dh, out.mask, N * H);
+    affine_backward<T>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H);
+    return loss;
+}
+
+// param and grad are (n,)
+template <class T>
+void sgd_update(T* param, const T* grad, T lr, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const T step = lr * grad[i];
+        param[i] = param[i] - step;
+    }
+}
+
+#define BPFAST_INSTANTIATE(T)                                                                                  \
+    template double two_layer_gradient<T>(const TwoLayerOutputs<T>&, const T*, const std::int64_t*, const T*,  \
+                                          const T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t,        \
+                                          ptrdiff_t, ptrdiff_t);                                               \
+    template void sgd_update<T>(T*, const T*, T, ptrdiff_t);
+BPFAST_INSTANTIATE(float)
+BPFAST_INSTANTIATE(double)
+#undef BPFAST_INSTANTIATE
+
+}  // namespace bpfast

@@ -1,0 +1,149 @@
+"""TwoLayerNet's one-call step: the same numbers and layer attributes as the layered path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bpfast
+from bpfast.layers import Sigmoid
+from bpfast.nets import TwoLayerNet
+
+ATTRIBUTES = {"Affine1": ("x", "original_x_shape", "dW", "db"), "Relu1": ("mask",), "Affine2": ("x", "original_x_shape", "dW", "db")}
+
+
+def make_pair(dtype, sizes=(784, 50, 10)):
+    nets = []
+    for _ in range(2):
+        np.random.seed(7)
+        nets.append(TwoLayerNet(*sizes, dtype=dtype))
+    return nets
+
+
+def batch(rng, n=100, d=784, c=10, x_dtype=np.float32, onehot=False, image=False):
+    x = rng.random((n, d), dtype=np.float32).astype(x_dtype)
+    if image:
+        x = x.reshape(n, 1, 28, 28)
+    t = rng.integers(0, c, n).astype(np.uint8)
+    return x, (np.eye(c)[t] if onehot else t)
+
+
+def assert_same_state(fused, layered):
+    for name, attrs in ATTRIBUTES.items():
+        for attr in attrs:
+            a, b = getattr(fused.layers[name], attr), getattr(layered.layers[name], attr)
+            if isinstance(a, tuple):
+                assert a == b, (name, attr)
+            else:
+                assert a.dtype == b.dtype and a.shape == b.shape, (name, attr)
+                np.testing.assert_array_equal(a, b, err_msg=f"{name}.{attr}")
+    assert fused.lastLayer.loss == layered.lastLayer.loss
+    assert type(fused.lastLayer.loss) is type(layered.lastLayer.loss)
+    np.testing.assert_array_equal(fused.lastLayer.y, layered.lastLayer.y)
+    assert fused.lastLayer.t is not None
+
+
+CASES = [
+    pytest.param(np.float32, np.float64, False, False, id="book-float32-data-float64-weights"),
+    pytest.param(np.float32, np.float32, False, False, id="float32"),
+    pytest.param(np.float64, np.float64, True, False, id="float64-onehot"),
+    pytest.param(np.float32, np.float64, True, True, id="images-onehot"),
+]
+
+
+@pytest.mark.parametrize("x_dtype, w_dtype, onehot, image", CASES)
+def test_gradient_matches_layered_path_bitwise(backend, rng, x_dtype, w_dtype, onehot, image):
+    fused, layered = make_pair(w_dtype)
+    x, t = batch(rng, x_dtype=x_dtype, onehot=onehot, image=image)
+    got = fused.gradient(x, t)
+    want = layered._layered_gradient(x, t)
+    for key in ("W1", "b1", "W2", "b2"):
+        assert got[key].dtype == want[key].dtype == np.dtype(w_dtype)
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert_same_state(fused, layered)
+
+
+def test_cpp_runs_the_one_call_kernel(monkeypatch, rng):
+    if "cpp" not in bpfast.backends():
+        pytest.skip("the compiled core is not built")
+    from bpfast.backends import cpp
+
+    calls = []
+    real = cpp.two_layer_gradient
+    monkeypatch.setattr(cpp, "two_layer_gradient", lambda *a: calls.append(1) or real(*a))
+    with bpfast.use_backend("cpp"):
+        net = make_pair(np.float64)[0]
+        net.gradient(*batch(rng))
+    assert calls == [1]
+
+
+def test_custom_layers_take_the_layered_path(backend, rng, monkeypatch):
+    fused, layered = make_pair(np.float64)
+    for net in (fused, layered):
+        net.layers["Relu1"] = Sigmoid()
+    x, t = batch(rng)
+    got = fused.gradient(x, t)
+    want = layered._layered_gradient(x, t)
+    for key in got:
+        np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_replaced_params_take_the_layered_path(backend, rng):
+    """The layers hold the arrays; a rebound params entry is not what they compute with."""
+    fused, layered = make_pair(np.float64)
+    for net in (fused, layered):
+        net.params["W1"] = net.params["W1"].copy() * 2
+    x, t = batch(rng)
+    got = fused.gradient(x, t)
+    want = layered._layered_gradient(x, t)
+    np.testing.assert_array_equal(got["W1"], want["W1"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_equals_gradient_then_update(backend, rng, dtype):
+    stepped, updated = make_pair(dtype)
+    params_before = {k: v for k, v in stepped.params.items()}
+    for _ in range(30):
+        x, t = batch(rng)
+        loss = stepped.train_step(x, t, 0.1)
+        grads = updated._layered_gradient(x, t)
+        for key in grads:
+            updated.params[key] -= 0.1 * grads[key]
+        assert loss == updated.lastLayer.loss
+    for key in stepped.params:
+        assert stepped.params[key] is params_before[key], "updated in place"
+        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+
+
+def test_gradients_handed_out_stay_unchanged(backend, rng):
+    net = make_pair(np.float64)[0]
+    first = net.gradient(*batch(rng))
+    snapshot = {k: v.copy() for k, v in first.items()}
+    net.train_step(*batch(rng), 0.1)
+    net.gradient(*batch(rng))
+    for key in first:
+        np.testing.assert_array_equal(first[key], snapshot[key])
+
+
+@pytest.mark.parametrize(
+    "labels, error, pattern",
+    [
+        (np.array([0, 10]), ValueError, r"label 10 at index 1 is outside \[0, 10\)"),
+        (np.array([-1, 0]), ValueError, r"label -1 at index 0"),
+        (np.array([0.0, 1.0]), TypeError, "labels must be integers"),
+        (np.zeros((2, 9)), ValueError, "shape"),
+    ],
+)
+def test_bad_targets_raise_like_the_layered_path(backend, rng, labels, error, pattern):
+    net = make_pair(np.float64)[0]
+    x = rng.random((2, 784))
+    with pytest.raises(error, match=pattern):
+        net.gradient(x, labels)
+    with pytest.raises(error, match=pattern):
+        net.train_step(x, labels, 0.1)
+
+
+def test_empty_batch_raises(backend):
+    net = make_pair(np.float64)[0]
+    with pytest.raises(ValueError, match="empty batch"):
+        net.gradient(np.zeros((0, 784)), np.zeros(0, dtype=int))
