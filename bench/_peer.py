@@ -9,7 +9,8 @@ protocol: one JSON object per line on stdin, one answer per line on stdout.
     <- {"ok": true}
     -> {"cmd": "validate", "out": path}           one step from the initial weights; save grads
     <- {"ok": true}                               and new params to out (.npz), then reset
-    -> {"cmd": "time", "inner": k}                k steps back to back, timed in the worker
+    -> {"cmd": "time", "inner": k, "warm": b}     k steps back to back, timed in the worker
+                                                  (after one untimed step when warm)
     <- {"seconds": s}
     -> {"cmd": "quit"}
 
@@ -68,6 +69,8 @@ def serve(load_library, make_model) -> None:
                 inner = int(request["inner"])
                 step = model.step
                 gc.disable()
+                if request.get("warm"):
+                    step()
                 start = time.perf_counter()
                 for _ in range(inner):
                     step()

@@ -63,6 +63,7 @@ BACKENDS = ("numpy", "numba", "cpp")
 PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
+WARM_BELOW_S = 0.02  # calls shorter than this get one untimed call before each sample
 
 
 # ----------------------------------------------------------------------------- environment
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few rounds, small time budget per case (< ~2 min)")
-    parser.add_argument("--only", metavar="PATTERN", help="run cases whose id contains PATTERN (or matches it as a glob)")
+    parser.add_argument("--only", metavar="PATTERN", help="run the cases whose id contains PATTERN or matches it as a glob; several: comma-separated")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per case (default 25, --quick 5)")
     parser.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
     parser.add_argument("--list", action="store_true", help="list the case ids and exit")
@@ -126,16 +127,20 @@ def import_bpfast():
 
 @dataclass
 class Variant:
-    """One competitor in a case: ``run(inner)`` does ``inner`` calls and returns their seconds;
-    ``check()`` returns the outputs compared with the reference (dict of arrays)."""
+    """One competitor in a case: ``run(inner, warm)`` does ``inner`` calls (after one untimed
+    call when ``warm``) and returns their seconds; ``check()`` returns the outputs compared with
+    the reference (dict of arrays). ``family`` names the thread pool it runs on: a round runs
+    the variants of one family back to back."""
 
     name: str
-    run: Callable[[int], float] | None = None
+    run: Callable[[int, bool], float] | None = None
     check: Callable[[], dict] | None = None
+    family: str = ""
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
     remote: bool = False
     inner: int = 1
+    warm: bool = False
     samples: list = field(default_factory=list)
     error: float | None = None
 
@@ -145,11 +150,15 @@ class Variant:
 
 
 def local(name, fn, check, backend=None, bpfast=None):
-    """A variant timed in this process, under bpfast backend ``backend`` when given."""
+    """A variant timed in this process, under bpfast backend ``backend`` when given.
 
-    def run(inner):
+    Its family is the backend (the NumPy variants share NumPy's OpenBLAS with bpfast numpy)."""
+
+    def run(inner, warm=False):
         ctx = bpfast.use_backend(backend) if backend else _nullcontext()
         with ctx:
+            if warm:
+                fn()
             start = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -159,7 +168,7 @@ def local(name, fn, check, backend=None, bpfast=None):
         with bpfast.use_backend(backend) if backend else _nullcontext():
             return check()
 
-    return Variant(name, run, checked)
+    return Variant(name, run, checked, family=backend or "numpy")
 
 
 class _nullcontext:
@@ -230,8 +239,8 @@ class Peer:
         np.savez(npz, **arrays)
         self.ask(cmd="setup", npz=str(npz), lr=LR)
 
-        def run(inner):
-            seconds = self.ask(cmd="time", inner=inner)["seconds"]
+        def run(inner, warm=False):
+            seconds = self.ask(cmd="time", inner=inner, warm=warm)["seconds"]
             time.sleep(PEER_QUIET_S)
             return seconds
 
@@ -239,9 +248,12 @@ class Peer:
             out = Path(self.tmpdir) / f"{case_id}-{self.name}-out.npz"
             self.ask(cmd="validate", out=str(out))
             with np.load(out) as data:
-                return {key: data[key] for key in data.files}
+                got = {key: data[key] for key in data.files}
+            result = updates(arrays, got)
+            result.update({"d" + k: got["d" + k] for k in PARAM_KEYS})
+            return result
 
-        v = Variant(f"{PEERS[self.name]} {self.about.get('version', '')}".strip(), run, check, remote=True)
+        v = Variant(f"{PEERS[self.name]} {self.about.get('version', '')}".strip(), run, check, family=self.name, remote=True)
         return v
 
     def close(self):
@@ -323,15 +335,19 @@ class Harness:
                 print(f"{case.id:28s} {case.title}")
             return 0
         if self.args.only:
-            pattern = self.args.only
-            glob = any(ch in pattern for ch in "*?[")
-            cases = [c for c in cases if (fnmatch.fnmatch(c.id, pattern) if glob else pattern in c.id)]
+            patterns = [p for p in self.args.only.split(",") if p]
+            cases = [c for c in cases if any(matches(c.id, p) for p in patterns)]
             if not cases:
-                print(f"bench: no case matches {pattern!r} (see --list)", file=sys.stderr)
+                print(f"bench: no case matches {self.args.only!r} (see --list)", file=sys.stderr)
                 return 2
         self.log(f"bench: {len(cases)} cases, up to {self.rounds} rounds each; bpfast backends here: {self.available}")
         started = time.perf_counter()
         self.load_before = os.getloadavg()
+        if self.load_before[0] > 1.0:
+            self.log(
+                f"bench: WARNING: load average {self.load_before[0]:.1f} on {os.cpu_count()} cores: other work is running; "
+                "multi-threaded variants suffer most (a thread waits for a descheduled partner), so trust ratios of mins over medians"
+            )
         try:
             for case in cases:
                 self.run_case(case)
@@ -386,14 +402,19 @@ class Harness:
             v.run(1)
             once = min(v.run(1) for _ in range(2))
             v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
+            v.warm = once < WARM_BELOW_S
         self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
+        families = {}
+        for v in timed:
+            families.setdefault(v.family, []).append(v)
+        groups = list(families.values())
         gc.disable()
         try:
             timing_start = time.perf_counter()
             for r in range(self.rounds):
-                order = timed[r % len(timed):] + timed[: r % len(timed)]
-                for v in order:
-                    v.samples.append(v.run(v.inner) / v.inner)
+                for group in rotated(groups, r):
+                    for v in rotated(group, r):
+                        v.samples.append(v.run(v.inner, v.warm) / v.inner)
                 if r + 1 >= self.min_rounds and time.perf_counter() - timing_start > self.budget_s:
                     break
         finally:
@@ -489,11 +510,19 @@ class Harness:
         for backend in BACKENDS:
             name = f"{label} {backend}".strip()
             if backend not in self.available:
-                out.append(Variant.skipped(name, f"backend not available here (bpfast.backends() = {self.available})"))
+                out.append(Variant.skipped(name, f"backend not available here: {self.unavailable_reason(backend)}"))
                 continue
             fn, check = make(backend)
             out.append(local(name, fn, check, backend, self.bpfast))
         return out
+
+    def unavailable_reason(self, backend):
+        try:
+            with self.bpfast.use_backend(backend):
+                pass
+        except (ImportError, ValueError) as exc:
+            return str(exc)
+        return f"bpfast.backends() = {self.available}"
 
     def step_data(self, D, O, N, wdtype, targets, seed=0):
         rng = np.random.default_rng(seed)
@@ -529,8 +558,10 @@ class Harness:
             def check():
                 with_init(net)
                 grads = step(net)
-                out = {"d" + k: np.array(grads[k]) for k in PARAM_KEYS}
-                out.update({k: net.params[k].copy() for k in PARAM_KEYS})
+                out = updates(init, net.params)
+                out["loss"] = np.array(net.lastLayer.loss)
+                if grads is not None:
+                    out.update({"d" + k: np.array(grads[k]) for k in PARAM_KEYS})
                 with_init(net)
                 return out
 
@@ -552,9 +583,8 @@ class Harness:
         variants += self.backend_variants("bpfast", bpfast_net)
         if hasattr(TwoLayerNet, "train_step"):
 
-            def train_step(net):
-                grads = net.train_step(x, t, LR)
-                return grads if isinstance(grads, dict) else {k: (init[k] - net.params[k]) / LR for k in PARAM_KEYS}
+            def train_step(net):  # checked by its updates and loss; it hands out no gradients
+                net.train_step(x, t, LR)
 
             variants += self.backend_variants(
                 "bpfast train_step", lambda b: step_of(with_init(TwoLayerNet(D, H, O, dtype=wdtype)), train_step)
@@ -715,7 +745,14 @@ class Harness:
             info = bpfast.info()
         except Exception as exc:
             info = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = None
         return {
+            "git": commit,
             "cpu": cpu,
             "cores": os.cpu_count(),
             "platform": platform.platform(),
@@ -788,14 +825,34 @@ class Harness:
         return {"json": doc, "markdown": render_markdown(doc)}
 
 
+def updates(before, after):
+    """What a step did to each parameter, ``before - after`` in float64 (``stepW1``, ...)."""
+    return {"step" + k: before[k].astype(np.float64) - after[k] for k in PARAM_KEYS}
+
+
+def rotated(items, r):
+    """``items`` starting at position r (mod its length): round r's order."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def matches(case_id, pattern):
+    """Whether ``case_id`` contains ``pattern``, or matches it as a glob when it has * ? [."""
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(case_id, pattern)
+    return pattern in case_id
+
+
 def compare(got, expected, dtype):
-    """(largest error, problem or None): max |a - b| / max |expected| per array."""
+    """(largest error, problem or None): max |a - b| / max |expected| for each array in ``got``."""
     tol = TOLERANCE[dtype]
     worst = 0.0
-    for key, ref in expected.items():
-        if key not in got:
-            return None, f"missing output {key}"
-        a, b = np.asarray(got[key]), np.asarray(ref)
+    if not got:
+        return None, "no outputs to compare"
+    for key, value in got.items():
+        if key not in expected:
+            return None, f"output {key} has no reference"
+        a, b = np.asarray(value), np.asarray(expected[key])
         if a.shape != b.shape:
             return None, f"{key} has shape {a.shape}, the reference {b.shape}"
         if b.dtype == bool or a.dtype == bool:
@@ -842,6 +899,14 @@ def fmt_time(seconds):
     return f"{seconds * 1e6:.3g} µs"
 
 
+def core_summary(info):
+    """The compiled core's state in a few words: kernel path, GEMM kernels, threads."""
+    if info.get("compiled_core") != "loaded":
+        return str(info.get("compiled_core"))
+    parts = [f"{k} {info[k]}" for k in ("kernel_path", "gemm_kernels", "num_threads") if k in info]
+    return "loaded, " + ", ".join(parts)
+
+
 def render_markdown(doc):
     m = doc["machine"]
     v = m["versions"]
@@ -855,8 +920,8 @@ def render_markdown(doc):
         f"memory {m['bandwidth_gbs']:.0f} GB/s.",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
-        f"bpfast from `{m['bpfast_path']}`; backends available: {m['bpfast_info'].get('backends_available')}; "
-        f"compiled core: {m['bpfast_info'].get('compiled_core')}.",
+        f"bpfast from `{m['bpfast_path']}` (checkout {m['git']}); backends available: "
+        f"{m['bpfast_info'].get('backends_available')}; compiled core: {core_summary(m['bpfast_info'])}.",
         "",
         "How it was run:",
         "",
