@@ -398,9 +398,10 @@ class Harness:
             if problem:
                 v.status, v.note = "failed", f"validation: {problem}"
         timed = [v for v in variants if v.status == "ok"]
-        for v in timed:  # warm up, then pick the calls per sample
-            v.run(1)
-            once = min(v.run(1) for _ in range(2))
+        for v in timed:  # warm up, then pick the calls per sample (long calls: one is enough)
+            once = v.run(1)
+            if once < 0.1:
+                once = min(v.run(1) for _ in range(2))
             v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
             v.warm = once < WARM_BELOW_S
         self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
@@ -745,12 +746,15 @@ class Harness:
             info = bpfast.info()
         except Exception as exc:
             info = {"error": f"{type(exc).__name__}: {exc}"}
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            commit = None
+        bpfast_dir = Path(bpfast.__file__).resolve().parent
+        commit = "outside this checkout"
+        if REPO in bpfast_dir.parents:
+            try:
+                commit = subprocess.run(
+                    ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                commit = None
         return {
             "git": commit,
             "cpu": cpu,
@@ -758,10 +762,11 @@ class Harness:
             "platform": platform.platform(),
             "openblas_core": openblas_corename(),
             "versions": versions,
-            "bpfast_path": str(Path(bpfast.__file__).parent),
+            "bpfast_path": str(bpfast_dir),
             "bpfast_info": info,
             "peak_gflops": PEAK_GFLOPS,
             "bandwidth_gbs": BANDWIDTH_GBS,
+            "peers": {name: peer.about for name, peer in (self.peers or {}).items() if not peer.skip},
         }
 
     def report(self, cases, total_s):
@@ -770,6 +775,7 @@ class Harness:
         json_cases = []
         for case in cases:
             medians = {v.name: statistics.median(v.samples) for v in case.variants if v.samples}
+            mins = {v.name: min(v.samples) for v in case.variants if v.samples}
             rows = []
             for v in case.variants:
                 row = {"variant": v.name, "status": v.status, "note": v.note, "validation_error": v.error}
@@ -782,6 +788,7 @@ class Harness:
                         calls_per_sample=v.inner,
                         remote=v.remote,
                         speedup={b: medians[b] / med for b in case.baselines if b in medians},
+                        speedup_of_mins={b: mins[b] / mins[v.name] for b in case.baselines if b in mins},
                     )
                     if case.flops:
                         row["gflops"] = case.flops / med / 1e9
@@ -919,7 +926,8 @@ def render_markdown(doc):
         f"Peak {m['peak_gflops']['float32']:.0f} GFLOP/s float32, {m['peak_gflops']['float64']:.0f} float64; "
         f"memory {m['bandwidth_gbs']:.0f} GB/s.",
         "",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + "."
+        + "".join(f" {name} threads: {about['threads']}." for name, about in m["peers"].items() if about.get("threads")),
         f"bpfast from `{m['bpfast_path']}` (checkout {m['git']}); backends available: "
         f"{m['bpfast_info'].get('backends_available')}; compiled core: {core_summary(m['bpfast_info'])}.",
         "",
@@ -929,8 +937,8 @@ def render_markdown(doc):
     lines += [f"- {note}" for note in doc["notes"]]
     lines += [
         "",
-        "Times are per call; `×` columns are speedups (baseline median / variant median, from this run; "
-        "above 1 is faster). GFLOP/s counts the book's algorithm nominally (6·N·(D·H + H·O) per step, "
+        "Times are per call; `×` columns are speedups from this run, baseline median / variant median "
+        "(in brackets: baseline min / variant min); above 1 is faster. GFLOP/s counts the book's algorithm nominally (6·N·(D·H + H·O) per step, "
         "dx of the first layer included), from the median.",
     ]
     groups = [
@@ -956,7 +964,10 @@ def render_markdown(doc):
                 if row["status"] != "ok" or "median_s" not in row:
                     notes.append(f"{row['variant']}: {row['status']}" + (f" ({row['note']})" if row["note"] else ""))
                     continue
-                speed = [f"{row['speedup'][b]:.2f}" if b in row["speedup"] else "" for b in case["baselines"]]
+                speed = [
+                    f"{row['speedup'][b]:.2f} ({row['speedup_of_mins'][b]:.2f})" if b in row["speedup"] else ""
+                    for b in case["baselines"]
+                ]
                 if case["flops"]:
                     r = f"{row['gflops']:.1f} ({row['pct_peak']:.0f}%)"
                 else:
