@@ -300,7 +300,7 @@ def test_softmax_xent_backward_empty_batch():
 f32, f64 = np.ones((3, 4), np.float32), np.ones((3, 4))
 BAD_INPUTS = [
     ("int dtype", lambda: _core.affine_forward(np.ones((2, 3), int), np.ones((3, 2)), np.ones(2)), TypeError, "x has dtype int64"),
-    ("mixed dtypes", lambda: _core.affine_forward(np.ones((2, 3), np.float32), np.ones((3, 2)), np.ones(2)), TypeError, "x has dtype float32 but W has dtype float64"),
+    ("mixed dtypes", lambda: _core.affine_forward(np.ones((2, 3)), np.ones((3, 2), np.float32), np.ones(2)), TypeError, "x has dtype float64 but W has dtype float32"),
     ("float16", lambda: _core.sigmoid_forward(np.ones(3, np.float16)), TypeError, "float16"),
     ("big-endian", lambda: _core.sigmoid_forward(np.ones(3, ">f8")), TypeError, "expected float32 or float64"),
     ("x vs W", lambda: _core.affine_forward(np.ones((3, 5)), np.ones((4, 2)), np.ones(2)), ValueError, r"affine_forward: x has shape \(3, 5\) but W has shape \(4, 2\)"),

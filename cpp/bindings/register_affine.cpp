@@ -1,8 +1,12 @@
-// Bindings of the Affine kernels and the GEMM beneath them (the GEMM for tests and benchmarks).
+// Bindings of the Affine kernels and the GEMM beneath them (the GEMM for tests and benchmarks),
+// plus the SciPy BLAS escape hatch's setter.
 //
 // Every function: take the arrays; check dtype (TypeError), shapes (ValueError naming both) and
 // flags; make aligned C-contiguous copies of inputs that need them and allocate fresh outputs;
 // release the GIL and call the kernel. The private submodule _ref holds the _ref twins.
+// Dtypes: all float32, all float64, or float32 x (GEMM: a) with the rest float64 (the book's
+// float32 data times float64 weights; x is widened inside the kernel, results are float64).
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,31 +20,61 @@ namespace {
 
 using ssize = py::ssize_t;
 
-// affine_forward: x is (N,D), W is (D,M), b is (M,) or (1,M); out is (N,M)
-py::array affine_forward_py(const py::array& x, const py::array& W, const py::array& b, bool ref) {
-    const char* fn = "affine_forward";
-    return with_float_dtype(fn, {{"x", x}, {"W", W}, {"b", b}}, [&](auto tag) -> py::array {
+// Like with_float_dtype, but also accepts `first` float32 with every other argument float64:
+// calls f(T{}, TX{}) with TX the first argument's type.
+template <class F>
+auto with_affine_dtypes(const char* fn, const Arg& first, const std::vector<Arg>& rest, F&& f) {
+    if (py::isinstance<py::array_t<float>>(first.array) && !rest.empty() &&
+        py::isinstance<py::array_t<double>>(rest.front().array)) {
+        bool all_double = true;
+        for (const Arg& a : rest) all_double = all_double && py::isinstance<py::array_t<double>>(a.array);
+        if (all_double) return f(double{}, float{});
+    }
+    std::vector<Arg> all;
+    all.reserve(rest.size() + 1);
+    all.push_back(first);
+    for (const Arg& a : rest) all.push_back(a);
+    return with_float_dtype(fn, all, [&](auto tag) { return f(tag, tag); });
+}
+
+// affine_forward: x is (N,D), W is (D,M), b is (M,) or (1,M); out is (N,M); with relu also the
+// mask (N,M) = pre-activation <= 0
+py::object affine_forward_py(const py::array& x, const py::array& W, const py::array& b, bool relu, bool ref) {
+    const char* fn = relu ? "affine_relu_forward" : "affine_forward";
+    return with_affine_dtypes(fn, {"x", x}, {{"W", W}, {"b", b}}, [&](auto tag, auto xtag) -> py::object {
         using T = decltype(tag);
+        using TX = decltype(xtag);
         expect_ndim(fn, {"x", x}, 2);
         expect_ndim(fn, {"W", W}, 2);
         if (x.shape(1) != W.shape(0)) shape_error(fn, {"x", x}, {"W", W});
         const ssize N = x.shape(0), D = x.shape(1), M = W.shape(1);
         const bool b_ok = (b.ndim() == 1 && b.shape(0) == M) || (b.ndim() == 2 && b.shape(0) == 1 && b.shape(1) == M);
         if (!b_ok) shape_error(fn, {"W", W}, {"b", b});
-        auto xc = contiguous<T>(x), Wc = contiguous<T>(W), bc = contiguous<T>(b);
+        auto xc = contiguous<TX>(x);
+        auto Wc = contiguous<T>(W), bc = contiguous<T>(b);
         py::array_t<T> out({N, M});
         T* o = out.mutable_data();
-        const T *px = xc.data(), *pW = Wc.data(), *pb = bc.data();
-        without_gil([=] { (ref ? affine_forward_ref<T> : affine_forward<T>)(o, px, pW, pb, N, D, M); });
-        return out;
+        const TX* px = xc.data();
+        const T *pW = Wc.data(), *pb = bc.data();
+        if (!relu) {
+            without_gil([=] { (ref ? affine_forward_ref<T, TX> : affine_forward<T, TX>)(o, px, pW, pb, N, D, M); });
+            return std::move(out);
+        }
+        py::array_t<bool> mask({N, M});
+        bool* pm = mask.mutable_data();
+        without_gil([=] {
+            (ref ? affine_relu_forward_ref<T, TX> : affine_relu_forward<T, TX>)(o, pm, px, pW, pb, N, D, M);
+        });
+        return py::make_tuple(out, mask);
     });
 }
 
 // affine_backward: dout is (N,M), x is (N,D), W is (D,M); returns (dx (N,D) or None, dW (D,M), db (M,))
 py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py::array& W, bool need_dx, bool ref) {
     const char* fn = "affine_backward";
-    return with_float_dtype(fn, {{"dout", dout}, {"x", x}, {"W", W}}, [&](auto tag) -> py::tuple {
+    return with_affine_dtypes(fn, {"x", x}, {{"dout", dout}, {"W", W}}, [&](auto tag, auto xtag) -> py::tuple {
         using T = decltype(tag);
+        using TX = decltype(xtag);
         expect_ndim(fn, {"dout", dout}, 2);
         expect_ndim(fn, {"x", x}, 2);
         expect_ndim(fn, {"W", W}, 2);
@@ -48,7 +82,8 @@ py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py
         if (dout.shape(0) != x.shape(0)) shape_error(fn, {"dout", dout}, {"x", x});
         if (dout.shape(1) != W.shape(1)) shape_error(fn, {"dout", dout}, {"W", W});
         const ssize N = x.shape(0), D = x.shape(1), M = W.shape(1);
-        auto doutc = contiguous<T>(dout), xc = contiguous<T>(x), Wc = contiguous<T>(W);
+        auto doutc = contiguous<T>(dout), Wc = contiguous<T>(W);
+        auto xc = contiguous<TX>(x);
         py::object dx_obj = py::none();
         T* pdx = nullptr;
         if (need_dx) {
@@ -58,37 +93,57 @@ py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py
         }
         py::array_t<T> dW({D, M}), db(M);
         T *pdW = dW.mutable_data(), *pdb = db.mutable_data();
-        const T *pdout = doutc.data(), *px = xc.data(), *pW = Wc.data();
+        const T *pdout = doutc.data(), *pW = Wc.data();
+        const TX* px = xc.data();
         without_gil([=] {
-            (ref ? affine_backward_ref<T> : affine_backward<T>)(pdx, pdW, pdb, pdout, px, pW, N, D, M);
+            (ref ? affine_backward_ref<T, TX> : affine_backward<T, TX>)(pdx, pdW, pdb, pdout, px, pW, N, D, M);
         });
         return py::make_tuple(dx_obj, dW, db);
     });
 }
 
-// _gemm: op(a) is (M,K), op(b) is (K,N), bias is (N,) or None; returns op(a)·op(b) + bias, (M,N)
-py::array gemm_py(const py::array& a, const py::array& b, const py::object& bias_obj, bool trans_a, bool trans_b,
-                  bool ref) {
+template <class T, class TA>
+void call_gemm(bool ref, T* C, const TA* A, const T* B, ssize M, ssize N, ssize K, bool ta, bool tb,
+               const Epilogue<T>& ep) {
+    if (ref)
+        gemm_ref(C, A, B, M, N, K, ta, tb, ep);
+    else
+        gemm(C, A, B, M, N, K, ta, tb, ep);
+}
+
+// _gemm: op(a) is (M,K), op(b) is (K,N), bias is (N,) or None; returns op(a)·op(b) + bias, (M,N),
+// or (relu(that), mask) when relu
+py::object gemm_py(const py::array& a, const py::array& b, const py::object& bias_obj, bool trans_a, bool trans_b,
+                   bool relu, bool ref) {
     const char* fn = "gemm";
-    std::vector<Arg> args{{"a", a}, {"b", b}};
+    std::vector<Arg> rest{{"b", b}};
     const bool has_bias = !bias_obj.is_none();
     py::array bias = has_bias ? py::array::ensure(bias_obj) : py::array();
-    if (has_bias) args.push_back({"bias", bias});
-    return with_float_dtype(fn, args, [&](auto tag) -> py::array {
+    if (has_bias) rest.push_back({"bias", bias});
+    return with_affine_dtypes(fn, {"a", a}, rest, [&](auto tag, auto atag) -> py::object {
         using T = decltype(tag);
+        using TA = decltype(atag);
         expect_ndim(fn, {"a", a}, 2);
         expect_ndim(fn, {"b", b}, 2);
         const ssize M = a.shape(trans_a ? 1 : 0), K = a.shape(trans_a ? 0 : 1);
         const ssize N = b.shape(trans_b ? 0 : 1);
         if (b.shape(trans_b ? 1 : 0) != K) shape_error(fn, {"a", a}, {"b", b});
         if (has_bias && (bias.ndim() != 1 || bias.shape(0) != N)) shape_error(fn, {"b", b}, {"bias", bias});
-        auto ac = contiguous<T>(a), bc = contiguous<T>(b);
+        auto ac = contiguous<TA>(a);
+        auto bc = contiguous<T>(b);
         py::array_t<T> biasc = has_bias ? contiguous<T>(bias) : py::array_t<T>(0);
         py::array_t<T> out({M, N});
+        Epilogue<T> ep;
+        ep.bias = has_bias ? biasc.data() : nullptr;
+        ep.relu = relu;
+        py::array_t<bool> mask = relu ? py::array_t<bool>({M, N}) : py::array_t<bool>(0);
+        ep.mask = relu ? mask.mutable_data() : nullptr;
         T* o = out.mutable_data();
-        const T *pa = ac.data(), *pb = bc.data(), *pbias = has_bias ? biasc.data() : nullptr;
-        without_gil([=] { (ref ? gemm_ref<T> : gemm<T>)(o, pa, pb, pbias, M, N, K, trans_a, trans_b); });
-        return out;
+        const TA* pa = ac.data();
+        const T* pb = bc.data();
+        without_gil([=] { call_gemm(ref, o, pa, pb, M, N, K, trans_a, trans_b, ep); });
+        if (relu) return py::make_tuple(out, mask);
+        return std::move(out);
     });
 }
 
@@ -96,22 +151,36 @@ py::array gemm_py(const py::array& a, const py::array& b, const py::object& bias
 void register_gemm_and_affine(py::module_& m, bool ref) {
     m.def(
         "affine_forward",
-        [ref](const py::array& x, const py::array& W, const py::array& b) { return affine_forward_py(x, W, b, ref); },
-        py::arg("x"), py::arg("W"), py::arg("b"), "x is (N,D), W is (D,M), b is (M,); returns x·W + b, (N,M).");
+        [ref](const py::array& x, const py::array& W, const py::array& b) {
+            return affine_forward_py(x, W, b, false, ref);
+        },
+        py::arg("x"), py::arg("W"), py::arg("b"),
+        "x is (N,D), W is (D,M), b is (M,); returns x·W + b, (N,M). x may be float32 with W, b float64.");
+    m.def(
+        "affine_relu_forward",
+        [ref](const py::array& x, const py::array& W, const py::array& b) {
+            return affine_forward_py(x, W, b, true, ref);
+        },
+        py::arg("x"), py::arg("W"), py::arg("b"),
+        "x is (N,D), W is (D,M), b is (M,); a = x·W + b; returns (out, mask) with mask = a <= 0 and "
+        "out = a where not mask, else 0; both (N,M).");
     m.def(
         "affine_backward",
         [ref](const py::array& dout, const py::array& x, const py::array& W, bool need_dx) {
             return affine_backward_py(dout, x, W, need_dx, ref);
         },
         py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("need_dx") = true,
-        "dout is (N,M), x is (N,D), W is (D,M); returns (dx (N,D) or None, dW (D,M), db (M,)).");
+        "dout is (N,M), x is (N,D), W is (D,M); returns (dx (N,D) or None, dW (D,M), db (M,)). x may be "
+        "float32 with dout, W float64.");
     m.def(
         ref ? "gemm" : "_gemm",
-        [ref](const py::array& a, const py::array& b, const py::object& bias, bool trans_a, bool trans_b) {
-            return gemm_py(a, b, bias, trans_a, trans_b, ref);
+        [ref](const py::array& a, const py::array& b, const py::object& bias, bool trans_a, bool trans_b, bool relu) {
+            return gemm_py(a, b, bias, trans_a, trans_b, relu, ref);
         },
         py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("trans_a") = false,
-        py::arg("trans_b") = false, "op(a) is (M,K), op(b) is (K,N); returns op(a)·op(b) (+ bias), (M,N).");
+        py::arg("trans_b") = false, py::arg("relu") = false,
+        "op(a) is (M,K), op(b) is (K,N); returns op(a)·op(b) (+ bias), (M,N); with relu, (out, mask). a may "
+        "be float32 with b, bias float64.");
 }
 
 }  // namespace
@@ -120,6 +189,15 @@ void register_affine(py::module_& m) {
     register_gemm_and_affine(m, false);
     py::module_ ref = m.def_submodule("_ref", "the plain _ref twins of the fast kernels (tests)");
     register_gemm_and_affine(ref, true);
+    m.def(
+        "_set_blas_gemm",
+        [](std::uintptr_t sgemm, std::uintptr_t dgemm) {
+            set_blas_gemm(reinterpret_cast<BlasSgemm>(sgemm), reinterpret_cast<BlasDgemm>(dgemm));
+        },
+        py::arg("sgemm"), py::arg("dgemm"),
+        "Route the GEMM through Fortran BLAS sgemm/dgemm at these addresses (0, 0: bpfast's own); see "
+        "bpfast._blas.");
+    m.def("_gemm_backend", &gemm_backend, "'bpfast' (own kernels) or 'blas' (the escape hatch).");
 }
 
 }  // namespace bpfast::bindings

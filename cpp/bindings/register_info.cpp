@@ -45,6 +45,7 @@ py::dict info() {
     d["kernel_path"] = choice.kernels->path;
     d["kernel_path_reason"] = choice.reason;
     d["gemm_kernels"] = choice.kernels->blocking;
+    d["gemm"] = gemm_backend();  // "bpfast", or "blas" (the BPFAST_GEMM=scipy hatch)
     d["num_threads"] = num_threads();
     return d;
 }

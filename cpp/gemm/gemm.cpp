@@ -1,39 +1,161 @@
-// GEMM entry points: bpfast::gemm (dispatched to the path chosen at import) and bpfast::gemm_ref
-// (the plain triple loop, the oracle). Contract: include/bpfast/gemm.hpp.
+// GEMM entry points: bpfast::gemm (dispatched to the path chosen at import, or to the BLAS
+// escape hatch), bpfast::gemm_ref (the plain triple loop, the oracle), and the baseline-compiled
+// helpers the per-ISA translation units call. Contract: include/bpfast/gemm.hpp.
 #include "bpfast/gemm.hpp"
 
+#include <atomic>
+#include <climits>
+#include <vector>
+
 #include "bpfast/cpu.hpp"
+#include "bpfast/threads.hpp"
 
 namespace bpfast {
+namespace {
 
-template <>
-void gemm<float>(float* C, const float* A, const float* B, const float* bias, std::ptrdiff_t M, std::ptrdiff_t N,
-                 std::ptrdiff_t K, bool trans_a, bool trans_b) {
-    active_kernels().sgemm(C, A, B, bias, M, N, K, trans_a, trans_b);
-}
+std::atomic<BlasSgemm> blas_s{nullptr};
+std::atomic<BlasDgemm> blas_d{nullptr};
 
-template <>
-void gemm<double>(double* C, const double* A, const double* B, const double* bias, std::ptrdiff_t M,
-                  std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a, bool trans_b) {
-    active_kernels().dgemm(C, A, B, bias, M, N, K, trans_a, trans_b);
-}
-
-// A is (M,K) or (K,M) when trans_a, B is (K,N) or (N,K) when trans_b, bias is (N,) or null, C is (M,N)
 template <class T>
-void gemm_ref(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
-              bool trans_a, bool trans_b) {
+void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
+    if (!ep.bias && !ep.relu) return;
+    for (std::ptrdiff_t i = 0; i < M; ++i)
+        for (std::ptrdiff_t j = 0; j < N; ++j) {
+            T v = C[i * N + j];
+            if (ep.bias) v += ep.bias[j];
+            if (ep.relu) {
+                const bool m = v <= T(0);  // NaN: false
+                if (ep.mask) ep.mask[i * N + j] = m;
+                if (m) v = T(0);
+            }
+            C[i * N + j] = v;
+        }
+}
+
+bool fits_int(std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K) {
+    return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && M * K <= INT_MAX && K * N <= INT_MAX && M * N <= INT_MAX;
+}
+
+// Row-major C = op(A)·op(B) through column-major BLAS: C^T = op(B)^T·op(A)^T, where a row-major
+// (r,c) array read column-major is its transpose.
+template <class T, class Fn>
+void blas_gemm(Fn fn, T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+               bool trans_a, bool trans_b) {
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int lda = static_cast<int>(trans_b ? K : N), ldb = static_cast<int>(trans_a ? M : K), ldc = m;
+    const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    const T one = 1, zero = 0;
+    const int lda1 = lda > 0 ? lda : 1, ldb1 = ldb > 0 ? ldb : 1;
+    fn(&ta, &tb, &m, &n, &k, &one, B, &lda1, A, &ldb1, &zero, C, &ldc);
+}
+
+template <class T>
+void fill_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
+    for (std::ptrdiff_t i = 0; i < M * N; ++i) C[i] = T(0);
+    apply_epilogue(C, M, N, ep);
+}
+
+}  // namespace
+
+namespace detail {
+void gemm_parallel_for(std::ptrdiff_t n_chunks, void (*fn)(void* ctx, std::ptrdiff_t c), void* ctx) {
+    parallel_for(n_chunks, [fn, ctx](std::ptrdiff_t c) { fn(ctx, c); });
+}
+int gemm_threads() { return num_threads(); }
+}  // namespace detail
+
+void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm) {
+    const bool on = sgemm && dgemm;
+    blas_s.store(on ? sgemm : nullptr);
+    blas_d.store(on ? dgemm : nullptr);
+}
+
+const char* gemm_backend() { return blas_d.load() ? "blas" : "bpfast"; }
+
+template <>
+void gemm<float>(float* C, const float* A, const float* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+                 bool trans_a, bool trans_b, const Epilogue<float>& ep) {
+    if (BlasSgemm fn = blas_s.load(); fn && M > 0 && N > 0 && fits_int(M, N, K)) {
+        if (K <= 0) return fill_epilogue(C, M, N, ep);
+        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b);
+        return apply_epilogue(C, M, N, ep);
+    }
+    active_kernels().sgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+
+template <>
+void gemm<double>(double* C, const double* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,
+                  std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep) {
+    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K)) {
+        if (K <= 0) return fill_epilogue(C, M, N, ep);
+        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b);
+        return apply_epilogue(C, M, N, ep);
+    }
+    active_kernels().dgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+
+void gemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+          bool trans_a, bool trans_b, const Epilogue<double>& ep) {
+    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K)) {
+        if (K <= 0) return fill_epilogue(C, M, N, ep);
+        std::vector<double> wide(A, A + M * K);  // the hatch widens A by a copy
+        blas_gemm(fn, C, wide.data(), B, M, N, K, trans_a, trans_b);
+        return apply_epilogue(C, M, N, ep);
+    }
+    active_kernels().mgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+
+template <class T>
+void gemm(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+          bool trans_a, bool trans_b) {
+    Epilogue<T> ep;
+    ep.bias = bias;
+    gemm<T>(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+
+namespace {
+// A is (M,K) or (K,M) when trans_a, B is (K,N) or (N,K) when trans_b, C is (M,N); sum over k
+// ascending in T, then the epilogue.
+template <class T, class TA>
+void triple_loop(T* C, const TA* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a,
+                 bool trans_b, const Epilogue<T>& ep) {
     for (std::ptrdiff_t i = 0; i < M; ++i)
         for (std::ptrdiff_t j = 0; j < N; ++j) {
             T sum = 0;
             for (std::ptrdiff_t k = 0; k < K; ++k)
-                sum += (trans_a ? A[k * M + i] : A[i * K + k]) * (trans_b ? B[j * K + k] : B[k * N + j]);
-            C[i * N + j] = bias ? sum + bias[j] : sum;
+                sum += static_cast<T>(trans_a ? A[k * M + i] : A[i * K + k]) * (trans_b ? B[j * K + k] : B[k * N + j]);
+            C[i * N + j] = sum;
         }
+    apply_epilogue(C, M, N, ep);
+}
+}  // namespace
+
+template <class T>
+void gemm_ref(T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a,
+              bool trans_b, const Epilogue<T>& ep) {
+    triple_loop(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+void gemm_ref(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+              bool trans_a, bool trans_b, const Epilogue<double>& ep) {
+    triple_loop(C, A, B, M, N, K, trans_a, trans_b, ep);
+}
+template <class T>
+void gemm_ref(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+              bool trans_a, bool trans_b) {
+    Epilogue<T> ep;
+    ep.bias = bias;
+    triple_loop(C, A, B, M, N, K, trans_a, trans_b, ep);
 }
 
-template void gemm_ref<float>(float*, const float*, const float*, const float*, std::ptrdiff_t, std::ptrdiff_t,
-                              std::ptrdiff_t, bool, bool);
-template void gemm_ref<double>(double*, const double*, const double*, const double*, std::ptrdiff_t,
-                               std::ptrdiff_t, std::ptrdiff_t, bool, bool);
+#define BPFAST_INSTANTIATE(T)                                                                                     \
+    template void gemm<T>(T*, const T*, const T*, const T*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, bool, \
+                          bool);                                                                                  \
+    template void gemm_ref<T>(T*, const T*, const T*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, bool, bool, \
+                              const Epilogue<T>&);                                                                \
+    template void gemm_ref<T>(T*, const T*, const T*, const T*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t,   \
+                              bool, bool);
+BPFAST_INSTANTIATE(float)
+BPFAST_INSTANTIATE(double)
+#undef BPFAST_INSTANTIATE
 
 }  // namespace bpfast

@@ -1,13 +1,81 @@
 // GEMM, AVX2 path (-mavx2 -mfma), 32-byte vectors.
-// Microkernels sgemm_avx2_6x16 and dgemm_avx2_6x8. Contract: include/bpfast/gemm.hpp.
-#define BPFAST_VEC_BYTES 32
+// Microkernels sgemm_avx2_6x16 and dgemm_avx2_6x8 (12 accumulators, broadcast A, two B vectors
+// per k); the N edge goes through a small stack buffer. Contract: include/bpfast/gemm.hpp.
+#include <immintrin.h>
+
 #include "gemm_blocked.hpp"
 
-#include "bpfast/gemm.hpp"
+namespace bpfast {
+namespace {
 
-namespace bpfast::gemm_avx2 {
+template <>
+struct Simd<float> {
+    using V = __m256;
+    static constexpr int W = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V load(const float* p) { return _mm256_load_ps(p); }
+    static V loadu(const float* p) { return _mm256_loadu_ps(p); }
+    static void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+    static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V load_n(const float* p, ptrdiff_t n) {
+        alignas(32) float t[W] = {};
+        std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(float));
+        return _mm256_load_ps(t);
+    }
+    static void store_n(float* p, V v, ptrdiff_t n) {
+        alignas(32) float t[W];
+        _mm256_store_ps(t, v);
+        std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(float));
+    }
+    static V relu(V v, bool* mask, ptrdiff_t n) {
+        const V le = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LE_OQ);  // NaN: false
+        if (mask) {
+            const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(le));
+            for (ptrdiff_t j = 0; j < (n < W ? n : W); ++j) mask[j] = (bits >> j) & 1u;
+        }
+        return _mm256_andnot_ps(le, v);
+    }
+};
+
+template <>
+struct Simd<double> {
+    using V = __m256d;
+    static constexpr int W = 4;
+    static V zero() { return _mm256_setzero_pd(); }
+    static V load(const double* p) { return _mm256_load_pd(p); }
+    static V loadu(const double* p) { return _mm256_loadu_pd(p); }
+    static void storeu(double* p, V v) { _mm256_storeu_pd(p, v); }
+    static V bcast(const double* p) { return _mm256_broadcast_sd(p); }
+    static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+    static V add(V a, V b) { return _mm256_add_pd(a, b); }
+    static V load_n(const double* p, ptrdiff_t n) {
+        alignas(32) double t[W] = {};
+        std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(double));
+        return _mm256_load_pd(t);
+    }
+    static void store_n(double* p, V v, ptrdiff_t n) {
+        alignas(32) double t[W];
+        _mm256_store_pd(t, v);
+        std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(double));
+    }
+    static V relu(V v, bool* mask, ptrdiff_t n) {
+        const V le = _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LE_OQ);  // NaN: false
+        if (mask) {
+            const unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(le));
+            for (ptrdiff_t j = 0; j < (n < W ? n : W); ++j) mask[j] = (bits >> j) & 1u;
+        }
+        return _mm256_andnot_pd(le, v);
+    }
+};
+
+}  // namespace
+
+namespace gemm_avx2 {
 using SBlock = Blocking<6, 2, 256, 120, 4096>;
 using DBlock = Blocking<6, 2, 256, 120, 2048>;
-}  // namespace bpfast::gemm_avx2
+}  // namespace gemm_avx2
+}  // namespace bpfast
 
 BPFAST_DEFINE_GEMM_ISA(avx2, "sgemm_avx2_6x16 dgemm_avx2_6x8, KC=256 MC=120")

@@ -1,22 +1,26 @@
-// The blocked GEMM (BLIS manner): pack op(B) into NR-wide panels and op(A) into MR-tall
-// panels, then run a register-blocked MR x NR microkernel over them.
+// The blocked GEMM driver (BLIS manner): pack op(B) into NR-wide panels and op(A) into
+// MR-tall panels, then run a register-blocked MR x NR microkernel over them; the last K block
+// applies the epilogue (bias, ReLU + mask) as it stores, so C is written once per K block.
 //
 // Included by exactly one translation unit per instruction set (gemm_<isa>.cpp), each compiled
-// with its own -m flags after defining BPFAST_VEC_BYTES (the SIMD width in bytes). Everything
-// here sits in an anonymous namespace, so every TU gets its own copy: the linker can never
-// hand the AVX-512 instantiation to the generic path (the ODR trap). For the same reason this
-// file calls no inline std:: templates, only C library functions.
+// with its own -m flags. The TU specialises Simd<float> and Simd<double> (its vector type and
+// a handful of operations) in this same anonymous namespace before it instantiates the driver.
+// Everything here sits in an anonymous namespace, so every TU gets its own copy: the linker can
+// never hand the AVX-512 instantiation to the generic path (the ODR trap). For the same reason
+// this file calls no inline std:: templates, only C library functions.
+//
+// Blocking: K is cut into ceil(K/KC) equal blocks (a function of K alone); threads take chunks
+// of rows (and, for few rows, column groups) of C. Every element of C sees the same sequence of
+// FMAs whatever the chunking, so results do not depend on the thread count.
 //
 // Contract: as bpfast::gemm (include/bpfast/gemm.hpp): row-major, C overwritten, no aliasing.
 #pragma once
 
-#ifndef BPFAST_VEC_BYTES
-#error "define BPFAST_VEC_BYTES before including gemm_blocked.hpp"
-#endif
-
 #include <cstddef>
 #include <cstring>
 #include <new>
+
+#include "bpfast/gemm.hpp"
 
 namespace bpfast {
 namespace {
@@ -24,134 +28,274 @@ namespace {
 using std::ptrdiff_t;
 
 template <class T>
-struct Vec;
-template <>
-struct Vec<float> {
-    typedef float type __attribute__((vector_size(BPFAST_VEC_BYTES)));
-};
-template <>
-struct Vec<double> {
-    typedef double type __attribute__((vector_size(BPFAST_VEC_BYTES)));
-};
+struct Simd;  // specialised by the including TU
 
-// Register block MR x (NV vectors) and cache blocks KC, MC (a multiple of MR), NC.
+// Register block MR x (NV vectors), cache blocks KC, MC, NC (elements).
 template <int MR, int NV, int KC, int MC, int NC>
 struct Blocking {
     static constexpr int mr = MR, nv = NV, kc = KC, mc = MC, nc = NC;
 };
 
 inline ptrdiff_t min_of(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
-inline ptrdiff_t round_up(ptrdiff_t a, ptrdiff_t m) { return (a + m - 1) / m * m; }
+inline ptrdiff_t max_of(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
+inline ptrdiff_t ceil_div(ptrdiff_t a, ptrdiff_t b) { return (a + b - 1) / b; }
+inline ptrdiff_t round_up(ptrdiff_t a, ptrdiff_t m) { return ceil_div(a, m) * m; }
 
-// a is a packed (MR,kc) panel stored k-major, b a packed (kc,NR) panel; c is (m,n) with
-// row stride ldc, m <= MR, n <= NR. first: c = bias + a·b (or a·b); else c += a·b.
-template <class T, int MR, int NV>
-void microkernel(T* c, const T* a, const T* b, const T* bias, ptrdiff_t ldc, ptrdiff_t kc, ptrdiff_t m,
-                 ptrdiff_t n, bool first) {
-    using V = typename Vec<T>::type;
-    constexpr int W = int(sizeof(V) / sizeof(T));
-    constexpr int NR = NV * W;
-    V acc[MR][NV];
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
-    for (ptrdiff_t k = 0; k < kc; ++k) {
-        const V* bk = reinterpret_cast<const V*>(b + k * NR);
-        const T* ak = a + k * MR;
-        V bv[NV];
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) bv[j] = bk[j];
-#pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i) {
-            const T ai = ak[i];  // scalar * vector broadcasts (V{} + ai would cost an add)
-#pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
-        }
-    }
-    if (m == MR && n == NR) {
-#pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) {
-                T* p = c + i * ldc + j * W;
-                V cv = V{};
-                if (!first)
-                    std::memcpy(&cv, p, sizeof cv);
-                else if (bias)
-                    std::memcpy(&cv, bias + j * W, sizeof cv);
-                cv += acc[i][j];
-                std::memcpy(p, &cv, sizeof cv);
-            }
-        return;
-    }
-    alignas(64) T tile[MR * NR];
-    std::memcpy(tile, acc, sizeof tile);
-    for (ptrdiff_t i = 0; i < m; ++i)
-        for (ptrdiff_t j = 0; j < n; ++j) {
-            T* p = c + i * ldc + j;
-            const T base = first ? (bias ? bias[j] : T(0)) : *p;
-            *p = base + tile[i * NR + j];
-        }
-}
-
-// Pack rows [0, rows) x [0, kc) of a strided matrix into R-wide panels, k-major inside a panel
-// (panel p holds dst[k*R + r] = element (p*R + r, k)), zero-padding the last panel. Element (r,k)
-// is src[r*rs + k*ks]: op(A) packs with R = MR, op(B) (read as its transpose) with R = NR, and
-// a transposed operand just swaps the strides.
-template <class T, int R>
-void pack_panels(T* dst, const T* src, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t rows, ptrdiff_t kc) {
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += R, dst += R * kc) {
-        const ptrdiff_t n = min_of(R, rows - r0);
-        for (ptrdiff_t k = 0; k < kc; ++k)
-            for (ptrdiff_t r = 0; r < R; ++r) dst[k * R + r] = r < n ? src[(r0 + r) * rs + k * ks] : T(0);
-    }
-}
-
+// A growable 64-byte aligned scratch buffer, one per thread and type (thread_local below): no
+// allocation on the hot path once warm.
 template <class T>
-struct AlignedBuffer {
-    T* p;
-    explicit AlignedBuffer(ptrdiff_t n)
-        : p(static_cast<T*>(::operator new(static_cast<std::size_t>(n) * sizeof(T), std::align_val_t(64)))) {}
-    ~AlignedBuffer() { ::operator delete(p, std::align_val_t(64)); }
-    AlignedBuffer(const AlignedBuffer&) = delete;
-    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+struct Scratch {
+    T* p = nullptr;
+    ptrdiff_t size = 0;
+    T* get(ptrdiff_t n) {
+        if (n > size) {
+            if (p) ::operator delete(p, std::align_val_t(64));
+            p = static_cast<T*>(::operator new(static_cast<std::size_t>(n) * sizeof(T), std::align_val_t(64)));
+            size = n;
+        }
+        return p;
+    }
+    ~Scratch() {
+        if (p) ::operator delete(p, std::align_val_t(64));
+    }
 };
 
-template <class T, class B>
-void gemm_blocked(T* C, const T* A, const T* Bm, const T* bias, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                  bool trans_a, bool trans_b) {
+// How a microkernel stores its tile: overwrite (first K block) or add to C; on the last K block
+// add bias and apply the ReLU, writing its mask. bias and mask point at the tile's column 0.
+template <class T>
+struct TileStore {
+    bool first, last;
+    const T* bias;
+    bool relu;
+    bool* mask;
+    ptrdiff_t ldm;
+};
+
+// The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from a
+// packed A panel a[k*MRP + i] and a packed B panel b[k*NRP + j]; c is (m<=RM, n) with row stride
+// ldc (n <= NVC*W; lanes past n are computed and dropped).
+template <class T, int MRP, int NRP, int RM, int NVC>
+inline void microkernel(T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
+                        const TileStore<T>& st) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    V acc[RM][NVC];
+#pragma GCC unroll 16
+    for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NVC; ++j) acc[i][j] = S::zero();
+#pragma GCC unroll 2
+    for (ptrdiff_t k = 0; k < kc; ++k) {
+        const T* bk = b + k * NRP;
+        const T* ak = a + k * MRP;
+        V bv[NVC];
+#pragma GCC unroll 8
+        for (int j = 0; j < NVC; ++j) bv[j] = S::load(bk + j * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < RM; ++i) {
+            const auto ai = S::bcast(ak + i);
+#pragma GCC unroll 8
+            for (int j = 0; j < NVC; ++j) acc[i][j] = S::fma(ai, bv[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < RM; ++i) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NVC; ++j) {
+            const ptrdiff_t nj = n - j * W;
+            if (nj <= 0) break;
+            T* p = c + i * ldc + j * W;
+            V v = acc[i][j];
+            const bool full = nj >= W;
+            if (!st.first) v = S::add(full ? S::loadu(p) : S::load_n(p, nj), v);
+            if (st.last) {
+                if (st.bias) v = S::add(v, full ? S::loadu(st.bias + j * W) : S::load_n(st.bias + j * W, nj));
+                if (st.relu) v = S::relu(v, st.mask ? st.mask + i * st.ldm + j * W : nullptr, nj);
+            }
+            if (full)
+                S::storeu(p, v);
+            else
+                S::store_n(p, v, nj);
+        }
+    }
+}
+
+// microkernel<.., RM, NVC> for run-time m <= RM and NVC = ceil(n / W) <= NV.
+template <class T, int MRP, int NRP, int NVC, int RM>
+inline void dispatch_rows(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
+                          const TileStore<T>& st) {
+    if constexpr (RM > 0) {
+        if (m == RM)
+            microkernel<T, MRP, NRP, RM, NVC>(c, ldc, a, b, kc, n, st);
+        else
+            dispatch_rows<T, MRP, NRP, NVC, RM - 1>(m, c, ldc, a, b, kc, n, st);
+    }
+}
+template <class T, int MRP, int NRP, int NVC>
+inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
+                          const TileStore<T>& st) {
+    if constexpr (NVC > 0) {
+        if (nv == NVC)
+            dispatch_rows<T, MRP, NRP, NVC, MRP>(m, c, ldc, a, b, kc, n, st);
+        else
+            dispatch_tile<T, MRP, NRP, NVC - 1>(m, nv, c, ldc, a, b, kc, n, st);
+    }
+}
+
+// Pack rows [0, m) x columns [0, kc) of op(A) into MR-tall panels, k-major inside a panel:
+// panel p holds dst[k*MR + i] = op(A)(p*MR + i, k) (rows past m are left unset: the
+// microkernel for a short panel never reads them). op(A)(i, k) is A[i*rs + k*ks]; TA may be
+// float with T double (widened exactly here).
+template <class T, int MR, class TA>
+void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc) {
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
+        const ptrdiff_t mi = min_of(MR, m - i0);
+        if (ks == 1) {  // rows contiguous in memory: read along k
+            for (ptrdiff_t i = 0; i < mi; ++i) {
+                const TA* src = A + (i0 + i) * rs;
+                for (ptrdiff_t k = 0; k < kc; ++k) dst[k * MR + i] = static_cast<T>(src[k]);
+            }
+        } else {  // columns contiguous (rs == 1): read along i
+            for (ptrdiff_t k = 0; k < kc; ++k) {
+                const TA* src = A + i0 + k * ks;
+                for (ptrdiff_t i = 0; i < mi; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
+            }
+        }
+    }
+}
+
+// Pack columns [0, n) x rows [0, kc) of op(B) into NR-wide panels, dst[k*NR + j] =
+// op(B)(k, p*NR + j), zero-padding the last panel (its padding lanes are computed, then dropped).
+// op(B)(k, j) is B[k*ks + j*js].
+template <class T, int NR>
+void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff_t kc) {
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += NR, dst += NR * kc) {
+        const ptrdiff_t nj = min_of(NR, n - j0);
+        if (js == 1) {
+            for (ptrdiff_t k = 0; k < kc; ++k) {
+                const T* src = B + k * ks + j0;
+                T* d = dst + k * NR;
+                std::memcpy(d, src, static_cast<std::size_t>(nj) * sizeof(T));
+                for (ptrdiff_t j = nj; j < NR; ++j) d[j] = T(0);
+            }
+        } else {
+            for (ptrdiff_t j = 0; j < nj; ++j) {
+                const T* src = B + (j0 + j) * js;
+                for (ptrdiff_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+            }
+            for (ptrdiff_t k = 0; k < kc; ++k)
+                for (ptrdiff_t j = nj; j < NR; ++j) dst[k * NR + j] = T(0);
+        }
+    }
+}
+
+// C = epilogue(0): the K = 0 product.
+template <class T>
+void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
+    for (ptrdiff_t i = 0; i < M; ++i)
+        for (ptrdiff_t j = 0; j < N; ++j) {
+            T v = ep.bias ? ep.bias[j] : T(0);
+            if (ep.relu) {
+                const bool m = v <= T(0);
+                if (ep.mask) ep.mask[i * N + j] = m;
+                if (m) v = T(0);
+            }
+            C[i * N + j] = v;
+        }
+}
+
+// parallel_for through a baseline-compiled trampoline (gemm.cpp): building the std::function
+// here would compile std::function's inline members with this TU's -m flags (the ODR trap).
+template <class F>
+void run_parallel(ptrdiff_t n_chunks, F& f) {
+    detail::gemm_parallel_for(
+        n_chunks, [](void* ctx, ptrdiff_t c) { (*static_cast<F*>(ctx))(c); }, &f);
+}
+
+// Problems below this many multiply-adds run on the calling thread (a parallel region costs
+// ~1-2 us; measured crossover, see bench/gemm_bench.py).
+constexpr ptrdiff_t kParallelMinFma = 96 * 1024;
+
+template <class T, class B, class TA>
+void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool trans_a,
+                  bool trans_b, const Epilogue<T>& ep) {
     constexpr int MR = B::mr;
-    constexpr int NR = B::nv * int(sizeof(typename Vec<T>::type) / sizeof(T));
+    constexpr int W = Simd<T>::W;
+    constexpr int NR = B::nv * W;
     static_assert(B::mc % B::mr == 0 && B::nc % NR == 0, "cache blocks must be multiples of the register block");
     if (M <= 0 || N <= 0) return;
+    if (K <= 0) return fill_epilogue(C, M, N, ep);
     const ptrdiff_t ldc = N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
-    if (K <= 0) {
-        for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : T(0);
-        return;
-    }
-    const ptrdiff_t kc_max = min_of(K, B::kc);
-    AlignedBuffer<T> ap(round_up(min_of(M, B::mc), MR) * kc_max);
-    AlignedBuffer<T> bp(round_up(min_of(N, B::nc), NR) * kc_max);
+    // op(A)(i, k) = A[i*a_i + k*a_k]; op(B)(k, j) = Bm[k*b_k + j*b_j]
+    const ptrdiff_t a_i = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
+    const ptrdiff_t b_k = trans_b ? 1 : ldb, b_j = trans_b ? ldb : 1;
+
+    // K blocks: equal sizes from K alone.
+    const ptrdiff_t n_kb = ceil_div(K, B::kc);
+    const ptrdiff_t kc_max = ceil_div(K, n_kb);
+
+    const int threads = (M * N >= 64 && M * N * K >= kParallelMinFma) ? detail::gemm_threads() : 1;
+    // Row chunks of C (multiples of MR), and column groups of B panels when rows are few.
+    const ptrdiff_t target = threads > 1 ? 4 * threads : 1;
+    ptrdiff_t mc = min_of(B::mc, round_up(M, MR));
+    if (ceil_div(M, mc) < target) mc = max_of(MR, round_up(ceil_div(M, target), MR));
+    const ptrdiff_t n_ic = ceil_div(M, mc);
+
+    static thread_local Scratch<T> b_scratch;
+    T* bp = b_scratch.get(round_up(min_of(N, B::nc), NR) * kc_max);
+
     for (ptrdiff_t jc = 0; jc < N; jc += B::nc) {
         const ptrdiff_t nc = min_of(B::nc, N - jc);
-        for (ptrdiff_t pc = 0; pc < K; pc += B::kc) {
-            const ptrdiff_t kc = min_of(B::kc, K - pc);
-            // op(B)(k, j) is Bm[k*ldb + j], or Bm[j*ldb + k] when trans_b
-            const ptrdiff_t bj = trans_b ? ldb : 1, bk = trans_b ? 1 : ldb;
-            pack_panels<T, NR>(bp.p, Bm + jc * bj + pc * bk, bj, bk, nc, kc);
-            for (ptrdiff_t ic = 0; ic < M; ic += B::mc) {
-                const ptrdiff_t mc = min_of(B::mc, M - ic);
-                // op(A)(i, k) is A[i*lda + k], or A[k*lda + i] when trans_a
-                const ptrdiff_t ai = trans_a ? 1 : lda, ak = trans_a ? lda : 1;
-                pack_panels<T, MR>(ap.p, A + ic * ai + pc * ak, ai, ak, mc, kc);
-                for (ptrdiff_t jr = 0; jr < nc; jr += NR)
-                    for (ptrdiff_t ir = 0; ir < mc; ir += MR)
-                        microkernel<T, MR, B::nv>(C + (ic + ir) * ldc + jc + jr, ap.p + ir * kc, bp.p + jr * kc,
-                                                 bias ? bias + jc + jr : nullptr, ldc, kc, min_of(MR, mc - ir),
-                                                 min_of(NR, nc - jr), pc == 0);
+        const ptrdiff_t n_panels = ceil_div(nc, NR);
+        const ptrdiff_t n_jg = n_ic >= target ? 1 : min_of(n_panels, ceil_div(target, n_ic));
+        const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
+        for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
+            const ptrdiff_t pc = kb * kc_max;
+            const ptrdiff_t kc = min_of(kc_max, K - pc);
+            const TileStore<T> store{kb == 0, kb == n_kb - 1, nullptr, false, nullptr, N};
+            // Pack this K block of op(B) (in parallel when it is big).
+            const T* bsrc = Bm + pc * b_k + jc * b_j;
+            const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
+            if (threads > 1 && kc * nc >= 32 * 1024) {
+                auto pack_chunk_b = [&](ptrdiff_t c) {
+                    const ptrdiff_t j0 = c * pack_chunk * NR;
+                    pack_b<T, NR>(bp + j0 * kc, bsrc + j0 * b_j, b_k, b_j, min_of(pack_chunk * NR, nc - j0), kc);
+                };
+                run_parallel(ceil_div(n_panels, pack_chunk), pack_chunk_b);
+            } else {
+                pack_b<T, NR>(bp, bsrc, b_k, b_j, nc, kc);
             }
+            auto run_chunk = [&](ptrdiff_t c) {
+                const ptrdiff_t ic = (c / n_jg) * mc, jg = c % n_jg;
+                const ptrdiff_t m = min_of(mc, M - ic);
+                const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
+                if (p0 >= p1) return;
+                static thread_local Scratch<T> a_scratch;
+                T* ap = a_scratch.get(round_up(mc, MR) * kc_max);
+                pack_a<T, MR>(ap, A + ic * a_i + pc * a_k, a_i, a_k, m, kc);
+                for (ptrdiff_t p = p0; p < p1; ++p) {
+                    const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
+                    const int nv = static_cast<int>(ceil_div(n, W));
+                    TileStore<T> st = store;
+                    if (st.last) {
+                        st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
+                        st.relu = ep.relu;
+                        st.mask = ep.mask ? ep.mask + ic * N + jc + jr : nullptr;
+                    }
+                    for (ptrdiff_t ir = 0; ir < m; ir += MR) {
+                        const int mi = static_cast<int>(min_of(MR, m - ir));
+                        TileStore<T> sti = st;
+                        if (sti.mask) sti.mask += ir * N;
+                        dispatch_tile<T, MR, NR, B::nv>(mi, nv, C + (ic + ir) * ldc + jc + jr, ldc, ap + ir * kc,
+                                                       bp + jr * kc, kc, n, sti);
+                    }
+                }
+            };
+            if (threads > 1)
+                run_parallel(n_ic * n_jg, run_chunk);
+            else
+                for (ptrdiff_t c = 0; c < n_ic * n_jg; ++c) run_chunk(c);
         }
     }
 }
@@ -159,17 +303,21 @@ void gemm_blocked(T* C, const T* A, const T* Bm, const T* bias, ptrdiff_t M, ptr
 }  // namespace
 }  // namespace bpfast
 
-// Defines bpfast::gemm_<isa>::{sgemm, dgemm, blocking} from the Blocking types SBlock and DBlock
-// that the including TU declares in namespace bpfast::gemm_<isa>.
+// Defines bpfast::gemm_<isa>::{sgemm, dgemm, mgemm, blocking} from the Blocking types SBlock
+// and DBlock that the including TU declares in namespace bpfast::gemm_<isa>.
 #define BPFAST_DEFINE_GEMM_ISA(isa, DESCRIPTION)                                                       \
     namespace bpfast::gemm_##isa {                                                                   \
-    void sgemm(float* C, const float* A, const float* B, const float* bias, std::ptrdiff_t M,        \
-               std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a, bool trans_b) {                     \
-        gemm_blocked<float, SBlock>(C, A, B, bias, M, N, K, trans_a, trans_b);                       \
+    void sgemm(float* C, const float* A, const float* B, std::ptrdiff_t M, std::ptrdiff_t N,          \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<float>& ep) {             \
+        gemm_blocked<float, SBlock>(C, A, B, M, N, K, trans_a, trans_b, ep);                         \
     }                                                                                                \
-    void dgemm(double* C, const double* A, const double* B, const double* bias, std::ptrdiff_t M,    \
-               std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a, bool trans_b) {                     \
-        gemm_blocked<double, DBlock>(C, A, B, bias, M, N, K, trans_a, trans_b);                      \
+    void dgemm(double* C, const double* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,       \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep) {            \
+        gemm_blocked<double, DBlock>(C, A, B, M, N, K, trans_a, trans_b, ep);                        \
+    }                                                                                                \
+    void mgemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,        \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep) {            \
+        gemm_blocked<double, DBlock>(C, A, B, M, N, K, trans_a, trans_b, ep);                        \
     }                                                                                                \
     const char* const blocking = DESCRIPTION;                                                        \
     }

@@ -1,13 +1,56 @@
-// GEMM, generic path: baseline flags only (SSE2 on x86-64, NEON/none elsewhere), 16-byte vectors.
-// Microkernels sgemm_generic_4x8 and dgemm_generic_4x4. Contract: include/bpfast/gemm.hpp.
-#define BPFAST_VEC_BYTES 16
+// GEMM, generic path: baseline flags only (SSE2 on x86-64, NEON/none elsewhere), 16-byte GCC
+// vectors, no FMA contraction (multiply, then add). Microkernels sgemm_generic_4x8 and
+// dgemm_generic_4x4. Contract: include/bpfast/gemm.hpp.
 #include "gemm_blocked.hpp"
 
-#include "bpfast/gemm.hpp"
+namespace bpfast {
+namespace {
 
-namespace bpfast::gemm_generic {
+template <class T>
+struct GenericSimd {
+    typedef T V __attribute__((vector_size(16)));
+    static constexpr int W = int(16 / sizeof(T));
+    static V zero() { return V{}; }
+    static V load(const T* p) { return *reinterpret_cast<const V*>(p); }
+    static V loadu(const T* p) {
+        V v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    static void storeu(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+    static T bcast(const T* p) { return *p; }  // scalar * vector broadcasts
+    static V fma(T a, V b, V c) { return c + a * b; }
+    static V add(V a, V b) { return a + b; }
+    static V load_n(const T* p, ptrdiff_t n) {
+        V v = V{};
+        std::memcpy(&v, p, static_cast<std::size_t>(n) * sizeof(T));
+        return v;
+    }
+    static void store_n(T* p, V v, ptrdiff_t n) { std::memcpy(p, &v, static_cast<std::size_t>(n) * sizeof(T)); }
+    static V relu(V v, bool* mask, ptrdiff_t n) {
+        T t[W];
+        std::memcpy(t, &v, sizeof v);
+        for (int j = 0; j < W; ++j) {
+            const bool m = t[j] <= T(0);  // NaN: false
+            if (mask && j < n) mask[j] = m;
+            if (m) t[j] = T(0);
+        }
+        std::memcpy(&v, t, sizeof v);
+        return v;
+    }
+};
+
+template <>
+struct Simd<float> : GenericSimd<float> {};
+template <>
+struct Simd<double> : GenericSimd<double> {};
+
+}  // namespace
+
+namespace gemm_generic {
 using SBlock = Blocking<4, 2, 256, 128, 4096>;
 using DBlock = Blocking<4, 2, 256, 128, 2048>;
-}  // namespace bpfast::gemm_generic
+}  // namespace gemm_generic
+}  // namespace bpfast
 
 BPFAST_DEFINE_GEMM_ISA(generic, "sgemm_generic_4x8 dgemm_generic_4x4, KC=256 MC=128")

@@ -1,14 +1,18 @@
-// Affine layer: out = x·W + b forward; dx = dout·W^T, dW = x^T·dout, db = colsum(dout) backward.
+// Affine layer: out = x·W + b forward (optionally fused with the ReLU and its mask);
+// dx = dout·W^T, dW = x^T·dout, db = colsum(dout) backward.
 //
 // Contract: row-major dense arrays; outputs overwritten (never accumulated), must not alias
-// inputs; reentrant. The matrix products go through bpfast::gemm (transposes read in place,
-// bias fused in the epilogue); the _ref twins use bpfast::gemm_ref.
+// inputs; reentrant. T is float or double; x may be float with T double (widened inside the
+// GEMM's packing). The matrix products go through bpfast::gemm (transposes read in place, bias
+// and ReLU fused in the epilogue); the _ref twins use bpfast::gemm_ref. db sums rows in order
+// 0..N-1 on the calling thread, so no result depends on the thread count.
 #include "bpfast/gemm.hpp"
 #include "bpfast/ops.hpp"
 
 namespace bpfast {
 namespace {
 
+// dout is (N,M), db is (M,)
 template <class T>
 void column_sums(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
     for (ptrdiff_t j = 0; j < M; ++j) db[j] = 0;
@@ -16,50 +20,85 @@ void column_sums(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
         for (ptrdiff_t j = 0; j < M; ++j) db[j] += dout[i * M + j];
 }
 
-// x is (N,D), W is (D,M), b is (M,), out is (N,M)
-template <class T, GemmFn<T> Gemm>
-void forward(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    Gemm(out, x, W, b, N, M, D, false, false);
+struct Fast {
+    template <class T, class TA>
+    static void gemm(T* C, const TA* A, const T* B, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool ta, bool tb,
+                     const Epilogue<T>& ep) {
+        bpfast::gemm(C, A, B, M, N, K, ta, tb, ep);
+    }
+};
+struct Ref {
+    template <class T, class TA>
+    static void gemm(T* C, const TA* A, const T* B, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool ta, bool tb,
+                     const Epilogue<T>& ep) {
+        bpfast::gemm_ref(C, A, B, M, N, K, ta, tb, ep);
+    }
+};
+
+// x is (N,D), W is (D,M), b is (M,), out and mask (if relu) are (N,M)
+template <class G, class T, class TX>
+void forward(T* out, bool* mask, bool relu, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D,
+             ptrdiff_t M) {
+    Epilogue<T> ep;
+    ep.bias = b;
+    ep.relu = relu;
+    ep.mask = mask;
+    G::gemm(out, x, W, N, M, D, false, false, ep);
 }
 
 // dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) or null, dW is (D,M), db is (M,)
-template <class T, GemmFn<T> Gemm>
-void backward(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    if (dx) Gemm(dx, dout, W, nullptr, N, D, M, false, true);
-    Gemm(dW, x, dout, nullptr, D, M, N, true, false);
+template <class G, class T, class TX>
+void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
+    if (dx) G::gemm(dx, dout, W, N, D, M, false, true, Epilogue<T>{});
+    G::gemm(dW, x, dout, D, M, N, true, false, Epilogue<T>{});
     column_sums(db, dout, N, M);
 }
 
 }  // namespace
 
-template <class T>
-void affine_forward(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    forward<T, gemm<T>>(out, x, W, b, N, D, M);
+template <class T, class TX>
+void affine_forward(T* out, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
+    forward<Fast>(out, nullptr, false, x, W, b, N, D, M);
 }
-template <class T>
-void affine_forward_ref(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    forward<T, gemm_ref<T>>(out, x, W, b, N, D, M);
+template <class T, class TX>
+void affine_forward_ref(T* out, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
+    forward<Ref>(out, nullptr, false, x, W, b, N, D, M);
 }
-template <class T>
-void affine_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
-                     ptrdiff_t M) {
-    backward<T, gemm<T>>(dx, dW, db, dout, x, W, N, D, M);
-}
-template <class T>
-void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+template <class T, class TX>
+void affine_relu_forward(T* out, bool* mask, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D,
                          ptrdiff_t M) {
-    backward<T, gemm_ref<T>>(dx, dW, db, dout, x, W, N, D, M);
+    forward<Fast>(out, mask, true, x, W, b, N, D, M);
+}
+template <class T, class TX>
+void affine_relu_forward_ref(T* out, bool* mask, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D,
+                             ptrdiff_t M) {
+    forward<Ref>(out, mask, true, x, W, b, N, D, M);
+}
+template <class T, class TX>
+void affine_backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                     ptrdiff_t M) {
+    backward<Fast>(dx, dW, db, dout, x, W, N, D, M);
+}
+template <class T, class TX>
+void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                         ptrdiff_t M) {
+    backward<Ref>(dx, dW, db, dout, x, W, N, D, M);
 }
 
-#define BPFAST_INSTANTIATE(T)                                                                             \
-    template void affine_forward<T>(T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t);     \
-    template void affine_forward_ref<T>(T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t); \
-    template void affine_backward<T>(T*, T*, T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t,          \
-                                     ptrdiff_t);                                                            \
-    template void affine_backward_ref<T>(T*, T*, T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t,      \
-                                         ptrdiff_t);
-BPFAST_INSTANTIATE(float)
-BPFAST_INSTANTIATE(double)
+#define BPFAST_INSTANTIATE(T, TX)                                                                                 \
+    template void affine_forward<T, TX>(T*, const TX*, const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t);       \
+    template void affine_forward_ref<T, TX>(T*, const TX*, const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t);   \
+    template void affine_relu_forward<T, TX>(T*, bool*, const TX*, const T*, const T*, ptrdiff_t, ptrdiff_t,       \
+                                             ptrdiff_t);                                                          \
+    template void affine_relu_forward_ref<T, TX>(T*, bool*, const TX*, const T*, const T*, ptrdiff_t, ptrdiff_t,   \
+                                                 ptrdiff_t);                                                      \
+    template void affine_backward<T, TX>(T*, T*, T*, const T*, const TX*, const T*, ptrdiff_t, ptrdiff_t,          \
+                                         ptrdiff_t);                                                              \
+    template void affine_backward_ref<T, TX>(T*, T*, T*, const T*, const TX*, const T*, ptrdiff_t, ptrdiff_t,      \
+                                             ptrdiff_t);
+BPFAST_INSTANTIATE(float, float)
+BPFAST_INSTANTIATE(double, double)
+BPFAST_INSTANTIATE(double, float)
 #undef BPFAST_INSTANTIATE
 
 }  // namespace bpfast

@@ -12,7 +12,8 @@
 namespace bpfast {
 namespace {
 
-#define BPFAST_KERNEL_TABLE(isa) KernelTable{#isa, gemm_##isa::sgemm, gemm_##isa::dgemm, gemm_##isa::blocking}
+#define BPFAST_KERNEL_TABLE(isa) \
+    KernelTable{#isa, gemm_##isa::sgemm, gemm_##isa::dgemm, gemm_##isa::mgemm, gemm_##isa::blocking}
 
 const KernelTable generic_table = BPFAST_KERNEL_TABLE(generic);
 #if BPFAST_HAVE_AVX2

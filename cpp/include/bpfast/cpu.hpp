@@ -5,6 +5,7 @@
 // any thread at any time; the table it returns is static and never freed.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -16,10 +17,16 @@ struct CpuFeatures {
     bool sse2, avx, avx2, fma, avx512f, avx512vl, avx512bw, avx512dq;
 };
 
+// One GEMM entry of the table: C = op(A)·op(B) then the epilogue (see gemm.hpp).
+template <class T, class TA = T>
+using GemmKernel = void (*)(T* C, const TA* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+                            bool trans_a, bool trans_b, const Epilogue<T>& ep);
+
 struct KernelTable {
     const char* path;  // "generic", "avx2" or "avx512"
-    GemmFn<float> sgemm;
-    GemmFn<double> dgemm;
+    GemmKernel<float> sgemm;
+    GemmKernel<double> dgemm;
+    GemmKernel<double, float> mgemm;  // float A, double B and C
     const char* blocking;  // register and cache blocks, for info()
 };
 

@@ -1,40 +1,93 @@
-// GEMM for bpfast: C = op(A)·op(B) (+ bias row), row-major, float and double.
+// GEMM for bpfast: C = op(A)·op(B), then an epilogue (bias add, ReLU with its mask), row-major,
+// float and double, plus float A with double B and C (the book's float32 data times float64
+// weights: converted while packing, never by a separate copy).
 //
 // Contract:
 // - Row-major, dense: op(A) is (M,K) and stored as A (M,K), or as A (K,M) when trans_a;
 //   op(B) is (K,N) and stored as B (K,N), or as B (N,K) when trans_b; C is (M,N).
 //   Transposes are read in place by the packing routines, never materialised.
-// - C is overwritten (beta = 0): C = op(A)·op(B), plus bias[j] on every row when bias
-//   is not null. K = 0 gives C = bias (or zeros). C must not alias A, B or bias.
-// - Thread safety: reentrant; each call allocates its own packing buffers.
+// - C is overwritten (beta = 0): C = op(A)·op(B); then, in the same pass over C, the epilogue:
+//   C += bias (a row (N,) added to every row) when ep.bias is set; when ep.relu, mask = C <= 0
+//   (NaN is not masked) is written to ep.mask (M,N) if that is not null, and C = mask ? 0 : C.
+//   K = 0 gives C = epilogue(0). C must not alias A, B, bias or mask.
+// - Results do not depend on the thread count (K is blocked by the shape only; threads split
+//   M and N). Small problems run on the calling thread.
+// - Thread safety: reentrant; may be called from any thread (a call made while another thread's
+//   call is running in the pool runs on its calling thread alone).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace bpfast {
 
+// What happens to the product before it is stored (the "fused epilogue").
+template <class T>
+struct Epilogue {
+    const T* bias = nullptr;  // (N,), added to every row; null: none
+    bool relu = false;        // C = max-like ReLU: C = (C <= 0) ? 0 : C, NaN kept
+    bool* mask = nullptr;     // (M,N) row-major, written when relu (mask = C <= 0); may be null
+};
+
+// The old call form (bias only): C = op(A)·op(B) + bias.
 template <class T>
 using GemmFn = void (*)(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N,
                         std::ptrdiff_t K, bool trans_a, bool trans_b);
 
-// The blocked kernel on the path chosen at import (see runtime/cpu.hpp).
+// The fast GEMM on the path chosen at import (see runtime/cpu.hpp), or SciPy's BLAS when
+// selected (set_blas_gemm below).
+template <class T>
+void gemm(T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a,
+          bool trans_b, const Epilogue<T>& ep);
+// Mixed precision: float A, double B and C; A is widened to double exactly while packed.
+void gemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+          bool trans_a, bool trans_b, const Epilogue<double>& ep);
+// The old form: gemm(C, A, B, bias, ...) == gemm(C, A, B, ..., Epilogue{bias}).
 template <class T>
 void gemm(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
           bool trans_a, bool trans_b);
 
-// The plain triple loop: the oracle in tests.
+// The plain triple loops (double accumulation order: k ascending): the oracle in tests.
 template <class T>
-void gemm_ref(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N,
-              std::ptrdiff_t K, bool trans_a, bool trans_b);
+void gemm_ref(T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a,
+              bool trans_b, const Epilogue<T>& ep);
+void gemm_ref(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+              bool trans_a, bool trans_b, const Epilogue<double>& ep);
+template <class T>
+void gemm_ref(T* C, const T* A, const T* B, const T* bias, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
+              bool trans_a, bool trans_b);
 
-// One translation unit per instruction set defines these (gemm/gemm_<isa>.cpp).
-#define BPFAST_DECLARE_GEMM_ISA(isa)                                                                 \
-    namespace gemm_##isa {                                                                         \
-    void sgemm(float* C, const float* A, const float* B, const float* bias, std::ptrdiff_t M,      \
-               std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a, bool trans_b);                    \
-    void dgemm(double* C, const double* A, const double* B, const double* bias, std::ptrdiff_t M,  \
-               std::ptrdiff_t N, std::ptrdiff_t K, bool trans_a, bool trans_b);                    \
-    extern const char* const blocking;                                                             \
+// The escape hatch: Fortran BLAS sgemm_/dgemm_ (e.g. SciPy's, from scipy.linalg.cython_blas).
+// Set both pointers to route every gemm (same-dtype and mixed: A is widened first) through them,
+// both null to go back to bpfast's own kernels. Epilogues are applied in a second pass.
+using BlasSgemm = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                           const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                           const float* beta, float* c, const int* ldc);
+using BlasDgemm = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                           const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+                           const double* beta, double* c, const int* ldc);
+void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm);
+// "bpfast" or "blas" (the hatch).
+const char* gemm_backend();
+
+namespace detail {
+// For the per-ISA translation units, compiled in a baseline one (gemm.cpp): parallel_for and
+// num_threads without instantiating std::function under -mavx512f.
+void gemm_parallel_for(std::ptrdiff_t n_chunks, void (*fn)(void* ctx, std::ptrdiff_t c), void* ctx);
+int gemm_threads();
+}  // namespace detail
+
+// One translation unit per instruction set defines these (gemm/gemm_<isa>.cpp); runtime/cpu.cpp
+// puts them in that path's KernelTable.
+#define BPFAST_DECLARE_GEMM_ISA(isa)                                                                  \
+    namespace gemm_##isa {                                                                          \
+    void sgemm(float* C, const float* A, const float* B, std::ptrdiff_t M, std::ptrdiff_t N,         \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<float>& ep);             \
+    void dgemm(double* C, const double* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,      \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep);            \
+    void mgemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,       \
+               std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep);            \
+    extern const char* const blocking;                                                              \
     }
 BPFAST_DECLARE_GEMM_ISA(generic)
 BPFAST_DECLARE_GEMM_ISA(avx2)

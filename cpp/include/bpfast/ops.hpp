@@ -14,18 +14,31 @@ namespace bpfast {
 
 using std::ptrdiff_t;
 
+// The Affine kernels: T is float or double; TX (x's type) is T, or float with T = double
+// (float32 data times float64 weights: x is widened inside the GEMM's packing, results are double).
+
 // x is (N,D), W is (D,M), b is (M,), out is (N,M): out = x·W + b
-template <class T>
-void affine_forward(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
-template <class T>
-void affine_forward_ref(T* out, const T* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+template <class T, class TX = T>
+void affine_forward(T* out, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+template <class T, class TX = T>
+void affine_forward_ref(T* out, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+
+// x is (N,D), W is (D,M), b is (M,), out and mask are (N,M): a = x·W + b, mask = a <= 0 (NaN not
+// masked), out = mask ? 0 : a; one pass over out (the ReLU fused into the GEMM's epilogue)
+template <class T, class TX = T>
+void affine_relu_forward(T* out, bool* mask, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D,
+                         ptrdiff_t M);
+template <class T, class TX = T>
+void affine_relu_forward_ref(T* out, bool* mask, const TX* x, const T* W, const T* b, ptrdiff_t N, ptrdiff_t D,
+                             ptrdiff_t M);
 
 // dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) (skipped when null), dW is (D,M), db is (M,)
-template <class T>
-void affine_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+// dx = dout·W^T, dW = x^T·dout, db = column sums of dout (summed in a fixed order)
+template <class T, class TX = T>
+void affine_backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
                      ptrdiff_t M);
-template <class T>
-void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+template <class T, class TX = T>
+void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
                          ptrdiff_t M);
 
 // x, out, mask are (n,): mask = x <= 0 (NaN not masked), out = mask ? 0 : x
