@@ -2,14 +2,27 @@
 // backward zeroes dout where mask, in place.
 //
 // Contract: dense arrays of n elements; forward overwrites out and mask (which must not alias x);
-// backward writes dout in place and nothing else; reentrant.
+// backward writes dout in place and nothing else; reentrant. The fast versions run the active
+// path's vector kernel (elementwise_kernels.hpp) on the thread pool for large n.
 #include "bpfast/ops.hpp"
+#include "bpfast/ops_dispatch.hpp"
+#include "parallel_chunks.hpp"
 
 namespace bpfast {
+namespace {
+// Memory-bound: a chunk is 128 KiB of float; below min_parallel one thread is faster.
+constexpr ptrdiff_t kChunk = 32768, kMinParallel = 65536;
+}  // namespace
 
 // x, out, mask are (n,)
 template <class T>
 void relu_forward(T* out, bool* mask, const T* x, ptrdiff_t n) {
+    const auto kernel = ops_kernels<T>().relu_forward;
+    run_chunked(n, kChunk, kMinParallel, [=](ptrdiff_t b, ptrdiff_t e) { kernel(out + b, mask + b, x + b, e - b); });
+}
+
+template <class T>
+void relu_forward_ref(T* out, bool* mask, const T* x, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; ++i) {
         const bool m = x[i] <= T(0);
         mask[i] = m;
@@ -20,13 +33,23 @@ void relu_forward(T* out, bool* mask, const T* x, ptrdiff_t n) {
 // dout, mask are (n,)
 template <class T>
 void relu_backward(T* dout, const bool* mask, ptrdiff_t n) {
+    const auto kernel = ops_kernels<T>().relu_backward;
+    run_chunked(n, kChunk, kMinParallel, [=](ptrdiff_t b, ptrdiff_t e) { kernel(dout + b, mask + b, e - b); });
+}
+
+template <class T>
+void relu_backward_ref(T* dout, const bool* mask, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; ++i)
         if (mask[i]) dout[i] = T(0);
 }
 
-template void relu_forward<float>(float*, bool*, const float*, ptrdiff_t);
-template void relu_forward<double>(double*, bool*, const double*, ptrdiff_t);
-template void relu_backward<float>(float*, const bool*, ptrdiff_t);
-template void relu_backward<double>(double*, const bool*, ptrdiff_t);
+#define BPFAST_INSTANTIATE(T)                                                 \
+    template void relu_forward<T>(T*, bool*, const T*, ptrdiff_t);           \
+    template void relu_forward_ref<T>(T*, bool*, const T*, ptrdiff_t);       \
+    template void relu_backward<T>(T*, const bool*, ptrdiff_t);              \
+    template void relu_backward_ref<T>(T*, const bool*, ptrdiff_t);
+BPFAST_INSTANTIATE(float)
+BPFAST_INSTANTIATE(double)
+#undef BPFAST_INSTANTIATE
 
 }  // namespace bpfast

@@ -41,35 +41,61 @@ template <class T, class TX = T>
 void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
                          ptrdiff_t M);
 
+// The elementwise and row-wise kernels run the active path's vector kernels (ops_dispatch.hpp),
+// on the thread pool for large inputs; results never depend on the thread count. Each has a
+// plain scalar _ref twin (std::exp), the oracle in tests.
+
 // x, out, mask are (n,): mask = x <= 0 (NaN not masked), out = mask ? 0 : x
 template <class T>
 void relu_forward(T* out, bool* mask, const T* x, ptrdiff_t n);
+template <class T>
+void relu_forward_ref(T* out, bool* mask, const T* x, ptrdiff_t n);
 // dout, mask are (n,): dout = 0 where mask, in place
 template <class T>
 void relu_backward(T* dout, const bool* mask, ptrdiff_t n);
+template <class T>
+void relu_backward_ref(T* dout, const bool* mask, ptrdiff_t n);
+
+// x, out are (n,): out = exp(x), bpfast's vector exp (about 1 ulp; inf, 0, denormals, NaN as std::exp)
+template <class T>
+void exp_elementwise(T* out, const T* x, ptrdiff_t n);
 
 // x, out are (n,): out = 1 / (1 + exp(-x))
 template <class T>
 void sigmoid_forward(T* out, const T* x, ptrdiff_t n);
+template <class T>
+void sigmoid_forward_ref(T* out, const T* x, ptrdiff_t n);
 // dout, out, dx are (n,): dx = dout * (1 - out) * out
 template <class T>
 void sigmoid_backward(T* dx, const T* dout, const T* out, ptrdiff_t n);
+template <class T>
+void sigmoid_backward_ref(T* dx, const T* dout, const T* out, ptrdiff_t n);
 
 // x is (N,C), y is (N,C): y = exp(x - rowmax) / rowsum
 template <class T>
 void softmax(T* y, const T* x, ptrdiff_t N, ptrdiff_t C);
+template <class T>
+void softmax_ref(T* y, const T* x, ptrdiff_t N, ptrdiff_t C);
 
-// x is (N,C), labels is (N,) in [0,C), y is (N,C); returns -sum log(y[i,t_i] + 1e-7) / N
+// x is (N,C), labels is (N,) in [0,C), y is (N,C); returns -sum log(y[i,t_i] + 1e-7) / N (N > 0)
 template <class T>
 double softmax_xent_forward(T* y, const T* x, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
+template <class T>
+double softmax_xent_forward_ref(T* y, const T* x, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
 // x, t_onehot, y are (N,C); the label of row i is argmax t_onehot[i] (first max wins)
 template <class T>
 double softmax_xent_forward_onehot(T* y, const T* x, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
+template <class T>
+double softmax_xent_forward_onehot_ref(T* y, const T* x, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
 // y, dx are (N,C), labels is (N,) in [0,C): dx = y; dx[i,t_i] -= 1; dx /= N
 template <class T>
 void softmax_xent_backward(T* dx, const T* y, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
+template <class T>
+void softmax_xent_backward_ref(T* dx, const T* y, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
 // y, t_onehot, dx are (N,C): dx = (y - t) / N
 template <class T>
 void softmax_xent_backward_onehot(T* dx, const T* y, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
+template <class T>
+void softmax_xent_backward_onehot_ref(T* dx, const T* y, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
 
 }  // namespace bpfast

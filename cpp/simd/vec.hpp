@@ -1,0 +1,147 @@
+// SIMD vectors for the per-ISA elementwise kernels: GCC/Clang vector extensions of
+// BPFAST_VEC_BYTES bytes, plus partial loads/stores and horizontal reductions.
+//
+// Included only by translation units compiled for one instruction set (cpp/ops/elementwise_<isa>.cpp),
+// after they define BPFAST_VEC_BYTES. Everything here has internal linkage (anonymous namespace),
+// so the linker can never hand the AVX-512 copy of a helper to the generic path (the ODR trap);
+// for the same reason only builtins and C library functions are called, no inline std:: templates.
+#pragma once
+
+#ifndef BPFAST_VEC_BYTES
+#error "define BPFAST_VEC_BYTES before including simd/vec.hpp"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace bpfast::simd {
+namespace {
+
+using std::ptrdiff_t;
+
+template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+    typedef float V __attribute__((vector_size(BPFAST_VEC_BYTES)));
+    typedef std::int32_t IE;
+    typedef std::int32_t I __attribute__((vector_size(BPFAST_VEC_BYTES)));   // comparison results
+    typedef std::uint32_t U __attribute__((vector_size(BPFAST_VEC_BYTES)));  // bit manipulation
+    typedef std::uint8_t B __attribute__((vector_size(BPFAST_VEC_BYTES / 4)));  // one byte per lane
+    static constexpr int W = BPFAST_VEC_BYTES / 4;
+};
+template <>
+struct Vec<double> {
+    typedef double V __attribute__((vector_size(BPFAST_VEC_BYTES)));
+    typedef std::int64_t IE;
+    typedef std::int64_t I __attribute__((vector_size(BPFAST_VEC_BYTES)));
+    typedef std::uint64_t U __attribute__((vector_size(BPFAST_VEC_BYTES)));
+    typedef std::uint8_t B __attribute__((vector_size(BPFAST_VEC_BYTES / 8)));
+    static constexpr int W = BPFAST_VEC_BYTES / 8;
+};
+
+template <class T>
+using V = typename Vec<T>::V;
+
+template <class T>
+inline V<T> splat(T a) {
+    return V<T>{} + a;
+}
+
+template <class T>
+inline V<T> loadu(const T* p) {
+    V<T> v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <class T>
+inline void storeu(T* p, V<T> v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+// Lanes [0, n) from p (0 <= n <= W), the others set to fill; never reads past p + n.
+template <class T>
+inline V<T> load_partial(const T* p, ptrdiff_t n, T fill) {
+#if BPFAST_VEC_BYTES == 64 && defined(__AVX512F__)
+    if constexpr (sizeof(T) == 4)
+        return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), static_cast<__mmask16>((1u << n) - 1), p);
+    else
+        return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), static_cast<__mmask8>((1u << n) - 1), p);
+#else
+    V<T> v = splat(fill);
+    for (ptrdiff_t j = 0; j < n; ++j) v[j] = p[j];
+    return v;
+#endif
+}
+
+// Lanes [0, n) of v to p (0 <= n <= W); never writes past p + n.
+template <class T>
+inline void store_partial(T* p, V<T> v, ptrdiff_t n) {
+#if BPFAST_VEC_BYTES == 64 && defined(__AVX512F__)
+    if constexpr (sizeof(T) == 4)
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+    else
+        _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v);
+#else
+    for (ptrdiff_t j = 0; j < n; ++j) p[j] = v[j];
+#endif
+}
+
+// Lanes [0, n) of v, the others 0.
+template <class T>
+inline V<T> keep_first(V<T> v, ptrdiff_t n) {
+    using IE = typename Vec<T>::IE;
+    typename Vec<T>::I lane{};
+    for (int j = 0; j < Vec<T>::W; ++j) lane[j] = j;
+    return lane < static_cast<IE>(n) ? v : V<T>{};
+}
+
+// Horizontal sum as a fixed tree (add the upper half to the lower half until one lane is left),
+// so a path always adds in the same order.
+template <class T, int Bytes>
+struct HalvingSum {
+    typedef T H __attribute__((vector_size(Bytes / 2)));
+    template <class Vb>
+    static T run(const Vb& v) {
+        H lo, hi;
+        __builtin_memcpy(&lo, &v, sizeof lo);
+        __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+        return HalvingSum<T, Bytes / 2>::run(lo + hi);
+    }
+};
+template <class T>
+struct HalvingSum<T, int(sizeof(T))> {
+    template <class Vb>
+    static T run(const Vb& v) {
+        T s;
+        __builtin_memcpy(&s, &v, sizeof s);
+        return s;
+    }
+};
+
+template <class T>
+inline T hsum(V<T> v) {
+    return HalvingSum<T, BPFAST_VEC_BYTES>::run(v);
+}
+
+// Horizontal max, NaN lanes ignored (the callers let NaN reach the result another way).
+template <class T>
+inline T hmax(V<T> v) {
+    T m = v[0];
+    for (int j = 1; j < Vec<T>::W; ++j) m = v[j] > m ? v[j] : m;
+    return m;
+}
+
+// Lane-wise max, keeping a where b is NaN.
+template <class T>
+inline V<T> vmax(V<T> a, V<T> b) {
+    return b > a ? b : a;
+}
+
+}  // namespace
+}  // namespace bpfast::simd

@@ -1,0 +1,104 @@
+// Vectorised exp for float and double, accurate to about 1 ulp over the whole range, without
+// -ffast-math: overflow gives +inf, underflow gives denormals then 0 (correctly scaled, one
+// rounding), exp(-inf) = 0, exp(+inf) = inf, NaN propagates.
+//
+// Method (Cephes/fdlibm): n = round(x / ln2) with the 1.5*2^mantissa trick (no float->int
+// conversion, so NaN is harmless), r = x - n*ln2 in two exact steps (ln2 split into a short
+// high part and a low part), exp(r) by a polynomial on |r| <= ln2/2, then times 2^n applied as
+// 2^n1 * 2^n2 (n1 = round(n/2)) so results in the denormal and overflow ranges round once.
+// x is first clamped into [lo, hi], just outside the range where exp is finite and nonzero,
+// which keeps n small; a comparison with NaN is false, so NaN passes the clamp and poisons p.
+//
+// Same rules as simd/vec.hpp: internal linkage only, builtins only.
+#pragma once
+
+#include "vec.hpp"
+
+namespace bpfast::simd {
+namespace {
+
+template <class T>
+struct ExpConst;
+
+template <>
+struct ExpConst<float> {
+    typedef std::uint32_t Bits;
+    static constexpr float lo = -104.0f;  // exp(-104) < 2^-150: rounds to 0
+    static constexpr float hi = 89.0f;    // exp(89) > FLT_MAX: overflows to inf
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2_hi = 0.693359375f;  // 9 significant bits: n * ln2_hi is exact
+    static constexpr float ln2_lo = -2.12194440e-4f;
+    static constexpr float magic = 12582912.0f;  // 1.5 * 2^23
+    static constexpr Bits magic_bits = 0x4B400000u;
+    static constexpr Bits bias = 127;
+    static constexpr int mant = 23;
+};
+
+template <>
+struct ExpConst<double> {
+    typedef std::uint64_t Bits;
+    static constexpr double lo = -746.0;  // exp(-746) < 2^-1075: rounds to 0
+    static constexpr double hi = 710.0;   // exp(710) > DBL_MAX
+    static constexpr double log2e = 1.4426950408889634074;
+    static constexpr double ln2_hi = 6.93147180369123816490e-01;  // 32 significant bits
+    static constexpr double ln2_lo = 1.90821492927058770002e-10;
+    static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr Bits magic_bits = 0x4338000000000000ull;
+    static constexpr Bits bias = 1023;
+    static constexpr int mant = 52;
+};
+
+// exp(r) for |r| <= ln2/2 (a little more is fine).
+inline Vec<float>::V exp_poly(Vec<float>::V r) {
+    // Cephes expf: 1 + r + r^2 * P(r), P of degree 5.
+    typedef Vec<float>::V V;
+    V p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return (p * (r * r) + r) + 1.0f;
+}
+
+inline Vec<double>::V exp_poly(Vec<double>::V r) {
+    // Taylor series to r^13 (truncation < 5e-18 relative on |r| <= ln2/2): 1 + r + r^2 * Q(r).
+    typedef Vec<double>::V V;
+    V q = splat(1.0 / 6227020800.0);  // 1/13!
+    q = q * r + 1.0 / 479001600.0;     // 1/12!
+    q = q * r + 1.0 / 39916800.0;
+    q = q * r + 1.0 / 3628800.0;
+    q = q * r + 1.0 / 362880.0;
+    q = q * r + 1.0 / 40320.0;
+    q = q * r + 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    return (q * (r * r) + r) + 1.0;
+}
+
+template <class T>
+inline V<T> vexp(V<T> x) {
+    using C = ExpConst<T>;
+    typedef typename Vec<T>::U U;
+    const V<T> lo = splat(C::lo), hi = splat(C::hi), magic = splat(C::magic);
+    x = x < lo ? lo : x;  // -inf -> lo; NaN stays
+    x = x > hi ? hi : x;  // +inf -> hi
+    const V<T> t = x * C::log2e + magic;  // n in the low mantissa bits
+    const V<T> n = t - magic;
+    V<T> r = x - n * C::ln2_hi;  // exact
+    r = r - n * C::ln2_lo;
+    const V<T> p = exp_poly(r);
+    const V<T> t1 = n * T(0.5) + magic;  // n1 = round(n / 2), n2 = n - n1: both within the exponent range
+    const U n_bits = (U)t - C::magic_bits;
+    const U n1_bits = (U)t1 - C::magic_bits;
+    const U n2_bits = n_bits - n1_bits;
+    const U s1 = (n1_bits + C::bias) << C::mant;
+    const U s2 = (n2_bits + C::bias) << C::mant;
+    return p * (V<T>)s1 * (V<T>)s2;
+}
+
+}  // namespace
+}  // namespace bpfast::simd

@@ -1,0 +1,256 @@
+"""The elementwise and row-wise kernels of the compiled core on every kernel path: bpfast's vector
+exp against np.exp in ulps, every kernel x dtype x path x size around the vector widths against
+the NumPy reference and the _ref twins, special values, and results that do not depend on the
+thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("bpfast._core")
+import bpfast  # noqa: E402
+from bpfast.backends import numpy_ref  # noqa: E402
+from test_core_bindings import cpu_path, elementwise_tol, one_hot, rng_array  # noqa: E402, F401 (cpu_path: a fixture)
+
+DTYPES = [np.float32, np.float64]
+# Around the vector widths (4, 8, 16 floats; 2, 4, 8 doubles) and the unrolled loops, plus large.
+SIZES = [0, 1, 7, 15, 16, 17, 31, 33, 63, 65, 1000, 100003]
+INT_OF = {np.float32: np.int32, np.float64: np.int64}
+
+
+@pytest.fixture
+def threads():
+    """Restores the thread count after the test."""
+    before = bpfast.get_num_threads()
+    yield
+    bpfast.set_num_threads(before)
+
+
+def ulp_distance(got, want):
+    """|got - want| in units in the last place (NaN vs NaN is 0), via the ordered integer images."""
+    dtype = got.dtype.type
+    itype = INT_OF[dtype]
+    low = np.iinfo(itype).min
+
+    def ordered(a):
+        i = a.view(itype).astype(np.int64)
+        return np.where(i < 0, low - i, i)
+
+    d = np.abs(ordered(got) - ordered(want))
+    d[np.isnan(got) & np.isnan(want)] = 0
+    return d
+
+
+# ---------------------------------------------------------------------------------------- exp
+
+EXP_SPECIALS = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 88.0, 88.72, 88.7229, 89.0,
+                -87.0, -87.34, -100.0, -103.9, -103.98, -104.0, 709.78, 709.7828, 710.0, -708.0, -745.13,
+                -745.14, -746.0, 1e300, -1e300]
+
+
+def exp_sweep(dtype):
+    """A dense sweep of the whole range where exp is finite and nonzero, its edges, and specials."""
+    rng = np.random.default_rng(1)
+    if dtype == np.float32:
+        bits = np.arange(0, 2**32, 509, dtype=np.uint64).astype(np.uint32)  # every 509th float
+        x = bits.view(np.float32)
+        x = x[(x > -110) & (x < 95)]
+        edges = [rng.uniform(a, b, 200_000) for a, b in ((-104, -87), (88, 89), (-1, 1))]
+    else:
+        x = rng.uniform(-750, 712, 2_000_000)
+        edges = [rng.uniform(a, b, 200_000) for a, b in ((-746, -708), (709, 710), (-1, 1), (-1e-6, 1e-6))]
+    specials = np.array(EXP_SPECIALS)
+    specials = specials[~(np.abs(specials) > np.finfo(dtype).max)]
+    return np.concatenate([x.astype(dtype)] + [e.astype(dtype) for e in edges] + [specials.astype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_ulp_sweep(cpu_path, dtype):
+    x = exp_sweep(dtype)
+    got = _core._exp(x)
+    with np.errstate(over="ignore", under="ignore"):
+        # float32: exp in float64 rounded once to float32 is the correctly rounded result (nearly always)
+        want = np.exp(x.astype(np.float64)).astype(dtype) if dtype == np.float32 else np.exp(x)
+    d = ulp_distance(got, want)
+    worst = int(d.argmax())
+    assert d.max() <= 2, f"{d.max()} ulp at x={x[worst]!r}: got {got[worst]!r}, want {want[worst]!r}"
+    assert np.mean(d == 0) > 0.9  # mostly exact, not just within 2 ulp
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_special_values(cpu_path, dtype):
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e4, -1e4], dtype)
+    got = _core._exp(x)
+    assert got[0] == np.inf and got[1] == 0 and np.isnan(got[2]) and got[3] == 1 and got[4] == 1
+    assert got[5] == np.inf and got[6] == 0
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.log(np.array([tiny * 3, tiny * 1000, np.finfo(dtype).tiny / 2], np.float64)).astype(dtype)
+    sub = _core._exp(x)
+    assert np.all(sub > 0) and np.all(sub < np.finfo(dtype).tiny)  # denormal results, not flushed
+    assert np.all(ulp_distance(sub, np.exp(x.astype(np.float64)).astype(dtype)) <= 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_exp_sizes(cpu_path, dtype, n):
+    x = rng_array(n, dtype, scale=10)
+    np.testing.assert_allclose(_core._exp(x), np.exp(x), rtol=4 * np.finfo(dtype).eps)
+
+
+# ------------------------------------------------------------------------------ elementwise ops
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_relu(cpu_path, dtype, n):
+    x = rng_array(n, dtype)
+    x[::5] = 0
+    out, mask = _core.relu_forward(x)
+    rout, rmask = numpy_ref.relu_forward(x)
+    np.testing.assert_array_equal(mask, rmask)
+    np.testing.assert_array_equal(out, rout)
+    assert not np.signbit(out).any()
+    dout, rdout, tdout = (rng_array(n, dtype, 5) for _ in range(3))
+    _core.relu_backward(dout, mask)
+    numpy_ref.relu_backward(rdout, rmask)
+    _core._ref.relu_backward(tdout, mask)
+    np.testing.assert_array_equal(dout, rdout)
+    np.testing.assert_array_equal(tdout, rdout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_special_values(cpu_path, dtype):
+    x = np.tile(np.array([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 1e-30, -1e-30, -np.nan], dtype), 7)
+    out, mask = _core.relu_forward(x)
+    rout, rmask = numpy_ref.relu_forward(x)
+    np.testing.assert_array_equal(mask, rmask)
+    np.testing.assert_array_equal(out, rout)
+    assert np.array_equal(np.signbit(out), np.signbit(rout) & np.isnan(rout))  # -0.0 becomes +0.0
+    assert mask.view(np.uint8).max() <= 1  # proper bools
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_sigmoid(cpu_path, dtype, n):
+    x = rng_array(n, dtype, scale=8)
+    out = _core.sigmoid_forward(x)
+    np.testing.assert_allclose(out, numpy_ref.sigmoid_forward(x), **elementwise_tol(dtype))
+    np.testing.assert_allclose(out, _core._ref.sigmoid_forward(x), **elementwise_tol(dtype))
+    dout = rng_array(n, dtype, 6)
+    dx = _core.sigmoid_backward(dout, out)
+    np.testing.assert_array_equal(dx, numpy_ref.sigmoid_backward(dout, out))  # same operations, same order
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_special_values(cpu_path, dtype):
+    x = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 50.0, -50.0, 100.0, -100.0, 800.0, -800.0, 1e30, -1e30], dtype)
+    out = _core.sigmoid_forward(x)
+    np.testing.assert_allclose(out, numpy_ref.sigmoid_forward(x), equal_nan=True, **elementwise_tol(dtype))
+    assert out[0] == 0.5 and np.isnan(out[2]) and out[3] == 1 and out[4] == 0
+    assert out[-1] == 0 and out[-2] == 1 and out[-3] == 0
+
+
+# ------------------------------------------------------------------------------ softmax and loss
+
+SOFTMAX_SHAPES = [(3, c) for c in SIZES if c] + [(0, 5), (100, 10), (1, 100003), (257, 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SOFTMAX_SHAPES, ids=str)
+def test_softmax(cpu_path, dtype, shape):
+    x = rng_array(shape, dtype, scale=10)
+    y = _core.softmax(x)
+    np.testing.assert_allclose(y, numpy_ref.softmax(x), **elementwise_tol(dtype))
+    np.testing.assert_allclose(y, _core._ref.softmax(x), **elementwise_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1, 7, 16, 17, 33])
+def test_softmax_special_rows(cpu_path, dtype, C):
+    x = rng_array((9, C), dtype, scale=3)
+    x[0] += 1000  # large logits
+    x[1] = -np.inf  # all -inf: NaN
+    x[2, -1] = np.inf  # +inf: NaN
+    x[3, 0] = np.nan  # NaN: NaN
+    x[4] = -1e30  # huge negative, all equal
+    x[5, 1:] = -np.inf  # one finite entry: [1, 0, ...]
+    x[6, -1] = np.nan
+    x[7, :] = np.finfo(dtype).max
+    x[8, 0] = -np.inf
+    with np.errstate(all="ignore"):
+        expected = numpy_ref.softmax(x)
+    got = _core.softmax(x)
+    np.testing.assert_allclose(got, expected, equal_nan=True, **elementwise_tol(dtype))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 16), (4, 17), (65, 10), (2, 1000), (1, 100003), (300, 33)], ids=str)
+@pytest.mark.parametrize("target", ["labels", "onehot"])
+def test_softmax_xent(cpu_path, dtype, shape, target):
+    N, C = shape
+    x = rng_array(shape, dtype, scale=4)
+    labels = np.random.default_rng(7).integers(0, C, N)
+    t = labels if target == "labels" else one_hot(labels, C, dtype)
+    y, loss = _core.softmax_xent_forward(x, t)
+    ry, rloss = numpy_ref.softmax_xent_forward(x, t)
+    ty, tloss = _core._ref.softmax_xent_forward(x, t)
+    np.testing.assert_allclose(y, ry, **elementwise_tol(dtype))
+    np.testing.assert_allclose(loss, rloss, **elementwise_tol(dtype))
+    np.testing.assert_allclose(loss, tloss, rtol=1e-5 if dtype == np.float32 else 1e-13)
+    dx = _core.softmax_xent_backward(y, t)
+    np.testing.assert_array_equal(dx, numpy_ref.softmax_xent_backward(y, t))  # same operations, same order
+    np.testing.assert_array_equal(dx, _core._ref.softmax_xent_backward(y, t))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_xent_special_rows(cpu_path, dtype):
+    x = rng_array((4, 19), dtype, scale=3)
+    x[0, 3] = 200  # the label's probability 1: log(1 + 1e-7)
+    x[1, 4] = 200  # the label's probability ~0: log(1e-7)
+    x[2] = -np.inf
+    labels = np.array([3, 5, 0, 18])
+    with np.errstate(all="ignore"):
+        ry, rloss = numpy_ref.softmax_xent_forward(x, labels)
+        rfinite = numpy_ref.softmax_xent_forward(x[[0, 1, 3]], labels[[0, 1, 3]])[1]
+    y, loss = _core.softmax_xent_forward(x, labels)
+    np.testing.assert_allclose(y, ry, equal_nan=True, **elementwise_tol(dtype))
+    assert np.isnan(loss) and np.isnan(rloss)
+    np.testing.assert_allclose(_core.softmax_xent_forward(x[[0, 1, 3]], labels[[0, 1, 3]])[1], rfinite, rtol=1e-5)
+    t = np.zeros((3, 4), dtype)
+    t[0, [1, 2]] = 1  # ties: the first max
+    t[1, 3] = np.nan  # NaN counts as the max
+    t[2, 0] = -1  # all <= 0: index 1 (the first 0)
+    x3 = rng_array((3, 4), dtype)
+    np.testing.assert_allclose(_core.softmax_xent_forward(x3, t)[1], numpy_ref.softmax_xent_forward(x3, t)[1], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ thread counts
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_do_not_depend_on_thread_count(cpu_path, threads, dtype):
+    x = rng_array(300_001, dtype, scale=5)
+    logits = rng_array((2049, 100), dtype, scale=4)
+    labels = np.random.default_rng(3).integers(0, 100, 2049)
+    t = one_hot(labels, 100, dtype)
+    wide = rng_array((5, 40_000), dtype, scale=4)
+
+    def run():
+        dout = rng_array(x.size, dtype, 9)
+        out, mask = _core.relu_forward(x)
+        _core.relu_backward(dout, mask)
+        s = _core.sigmoid_forward(x)
+        y, loss = _core.softmax_xent_forward(logits, labels)
+        y1, loss1 = _core.softmax_xent_forward(logits, t)
+        return [out, mask, dout, s, _core.sigmoid_backward(x, s), _core._exp(x), _core.softmax(logits),
+                y, np.array(loss), y1, np.array(loss1), _core.softmax_xent_backward(y, labels),
+                _core.softmax_xent_backward(y, t), _core.softmax(wide)]
+
+    results = {}
+    for n in (1, 2, 3):
+        bpfast.set_num_threads(n)
+        results[n] = run()
+    for n in (2, 3):
+        for a, b in zip(results[1], results[n]):
+            assert a.tobytes() == b.tobytes()
