@@ -126,7 +126,9 @@ class Affine:
         if _arrays.kernel_dtype(dtype) is None:
             return numpy_ref.affine_forward(x2, W, b)
         cast = _arrays.cast
-        return current().affine_forward(cast(x2, dtype), cast(W, dtype), cast(b.reshape(-1), dtype))
+        backend = current()
+        x_in = x2 if _mixed_ok(backend, x2, dtype) else cast(x2, dtype)  # float32 x widened in the kernel
+        return backend.affine_forward(x_in, cast(W, dtype), cast(b.reshape(-1), dtype))
 
     def backward(self, dout):
         """Sets ``dW`` (D, M) and ``db`` (M,); returns dx in the forward input's shape."""
@@ -140,13 +142,20 @@ class Affine:
         return dx.reshape(*self.original_x_shape)
 
 
+def _mixed_ok(backend, x, dtype) -> bool:
+    """Whether the backend takes float32 x with float64 W/b/dout as is (the compiled core does)."""
+    return backend.name == "cpp" and x.dtype == np.float32 and dtype == np.float64
+
+
 def _affine_backward(dout, x, W):
     """(dx, dW, db) with the dtypes NumPy's formulas would give, computed in one kernel dtype."""
     dtype = np.result_type(dout, x, W)
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.affine_backward(dout, x, W)
     cast = _arrays.cast
-    dx, dW, db = current().affine_backward(cast(dout, dtype), cast(x, dtype), cast(W, dtype))
+    backend = current()
+    x_in = x if _mixed_ok(backend, x, dtype) else cast(x, dtype)  # float32 x widened in the kernel
+    dx, dW, db = backend.affine_backward(cast(dout, dtype), x_in, cast(W, dtype))
     db_dtype = np.empty(0, dout.dtype).sum().dtype  # np.sum widens small integers (int32 -> int64)
     return (cast(dx, np.result_type(dout, W)), cast(dW, np.result_type(x, dout)), cast(db, db_dtype))
 

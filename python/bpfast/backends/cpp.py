@@ -7,6 +7,8 @@ here is ``relu_backward``'s fallback for a ``dout`` the kernel cannot zero in pl
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from bpfast._core import (  # noqa: F401  (re-exported: the backend interface)
@@ -24,6 +26,11 @@ from bpfast._core import (  # noqa: F401  (re-exported: the backend interface)
 from bpfast._core import relu_backward as _relu_backward
 
 name = "cpp"
+
+if os.environ.get("BPFAST_GEMM"):  # BPFAST_GEMM=scipy: SciPy's BLAS for the matrix products
+    from bpfast import _blas
+
+    _blas.apply_environment()
 
 
 def relu_backward(dout, mask):

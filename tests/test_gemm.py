@@ -1,0 +1,177 @@
+"""The compiled GEMM: every kernel path x dtype (float32, float64, float32 A with float64 B) x
+transpose flags x awkward sizes, against the _ref twin and NumPy; the fused epilogues (bias,
+ReLU with its mask), thread-count independence, the Affine kernels built on it, and the SciPy
+BLAS escape hatch."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("bpfast._core")
+
+INFO = _core.info()
+PATHS = [p for p in ("generic", "avx2", "avx512") if p in INFO["kernel_paths_compiled"]]
+KINDS = ["float32", "float64", "mixed"]  # mixed: float32 A, float64 B and C
+SIZES = [1, 2, 3, 7, 13, 15, 17, 31, 33, 47, 63, 65, 100, 127, 129, 255, 257, 784]
+# Each size as M, as N and as K against small partners, then shapes off every block and the book's.
+SHAPES = (
+    [(s, 17, 9) for s in SIZES]
+    + [(5, s, 11) for s in SIZES]
+    + [(7, 13, s) for s in SIZES]
+    + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
+)
+
+
+@pytest.fixture(params=PATHS)
+def cpu_path(request):
+    chosen = _core._set_cpu_path(request.param)
+    try:
+        if chosen != request.param:
+            pytest.skip(f"{request.param}: {_core.info()['kernel_path_reason']}")
+        yield chosen
+    finally:
+        _core._set_cpu_path(os.environ.get("BPFAST_CPU") or None)
+
+
+def operands(kind, M, N, K, trans_a, trans_b, seed=0):
+    rng = np.random.default_rng(seed)
+    a_dtype = np.float64 if kind == "float64" else np.float32
+    b_dtype = np.float32 if kind == "float32" else np.float64
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(a_dtype)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(b_dtype)
+    bias = rng.standard_normal(N).astype(b_dtype)
+    return a, b, bias
+
+
+def exact_product(a, b, trans_a, trans_b):
+    """op(a)·op(b) in float64, and the scale |op(a)|·|op(b)| errors are measured against."""
+    A = (a.T if trans_a else a).astype(np.float64)
+    B = (b.T if trans_b else b).astype(np.float64)
+    return A @ B, np.abs(A) @ np.abs(B)
+
+
+def assert_product_close(out, expected, scale, kind, K):
+    """float64 (and mixed): 1e-10 relative to |A|·|B|; float32: 4·sqrt(K)·eps of it."""
+    assert out.dtype == (np.float32 if kind == "float32" else np.float64)
+    assert out.shape == expected.shape
+    rel = 4 * np.sqrt(max(K, 1)) * np.finfo(np.float32).eps if kind == "float32" else 1e-10
+    err = np.abs(out.astype(np.float64) - expected)
+    assert np.all(err <= rel * (scale + 1e-30)), f"max err {err.max()} (K={K})"
+
+
+@pytest.mark.parametrize("trans_a", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gemm_vs_numpy_and_ref(cpu_path, kind, trans_a, trans_b):
+    for M, N, K in SHAPES:
+        a, b, bias = operands(kind, M, N, K, trans_a, trans_b)
+        expected, scale = exact_product(a, b, trans_a, trans_b)
+        out = _core._gemm(a, b, None, trans_a, trans_b)
+        assert_product_close(out, expected, scale, kind, K)
+        assert_product_close(_core._ref.gemm(a, b, None, trans_a, trans_b), expected, scale, kind, K)
+        with_bias = _core._gemm(a, b, bias, trans_a, trans_b)
+        assert_product_close(with_bias, expected + bias, scale + np.abs(bias), kind, K)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_relu_epilogue_mask_is_exact(cpu_path, kind):
+    for M, N, K in [(1, 1, 1), (13, 33, 17), (100, 50, 784), (65, 129, 31), (3, 7, 0), (0, 4, 2)]:
+        a, b, bias = operands(kind, M, N, K, False, False, seed=M + N + K)
+        plain = _core._gemm(a, b, bias)
+        out, mask = _core._gemm(a, b, bias, relu=True)
+        assert mask.dtype == np.bool_ and mask.shape == (M, N)
+        np.testing.assert_array_equal(mask, plain <= 0)
+        np.testing.assert_array_equal(out, np.where(mask, 0, plain))
+        ref_out, ref_mask = _core._ref.gemm(a, b, bias, relu=True)
+        expected, scale = exact_product(a, b, False, False)
+        assert_product_close(ref_out, np.maximum(expected + bias, 0), scale + np.abs(bias), kind, K)
+        # masks agree with the oracle wherever the value is not within rounding of zero
+        clear = np.abs(expected + bias) > 1e-3 * (scale + np.abs(bias) + 1)
+        np.testing.assert_array_equal(mask[clear], ref_mask[clear])
+
+
+def test_relu_epilogue_nan_not_masked(cpu_path):
+    for kind in KINDS:
+        a, b, bias = operands(kind, 20, 40, 30, False, False)
+        a[3, 5] = np.nan
+        bias[:] = 0
+        b[:, 7] = 0  # column 7 is exactly 0 (masked) except in row 3 (NaN: not masked)
+        out, mask = _core._gemm(a, b, bias, relu=True)
+        assert np.all(np.isnan(out[3])) and not mask[3].any()
+        assert np.all(mask[np.arange(20) != 3, 7]) and np.all(out[np.arange(20) != 3, 7] == 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_results_do_not_depend_on_thread_count(cpu_path, kind):
+    before = _core.get_num_threads()
+    shapes = [(300, 200, 500), (100, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300), (2000, 3, 300)]
+    try:
+        for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
+            for M, N, K in shapes:
+                a, b, bias = operands(kind, M, N, K, trans_a, trans_b)
+                results = []
+                for n in (1, 2, 3):
+                    _core.set_num_threads(n)
+                    results.append(_core._gemm(a, b, bias, trans_a, trans_b, relu=True))
+                for out, mask in results[1:]:
+                    np.testing.assert_array_equal(out, results[0][0])
+                    np.testing.assert_array_equal(mask, results[0][1])
+    finally:
+        _core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_affine_kernels(cpu_path, kind):
+    """affine_forward / affine_relu_forward / affine_backward against the _ref twins and NumPy,
+    float32 x with float64 W, b, dout included (results float64)."""
+    for N, D, M in [(1, 1, 1), (100, 784, 50), (100, 50, 10), (7, 33, 129), (0, 5, 3), (4, 0, 3), (4, 5, 0)]:
+        x, W, b = operands(kind, N, M, D, False, False, seed=N + D + M)
+        dout = np.random.default_rng(1).standard_normal((N, M)).astype(b.dtype)
+        xe, We = x.astype(np.float64), W.astype(np.float64)
+        expected, scale = xe @ We + b, np.abs(xe) @ np.abs(We) + np.abs(b)
+        out = _core.affine_forward(x, W, b)
+        assert_product_close(out, expected, scale, kind, D)
+        assert_product_close(_core._ref.affine_forward(x, W, b), expected, scale, kind, D)
+        r_out, r_mask = _core.affine_relu_forward(x, W, b)
+        np.testing.assert_array_equal(r_mask, out <= 0)
+        np.testing.assert_array_equal(r_out, np.where(r_mask, 0, out))
+        dx, dW, db = _core.affine_backward(dout, x, W)
+        de = dout.astype(np.float64)
+        assert_product_close(dx, de @ We.T, np.abs(de) @ np.abs(We.T), kind, M)
+        assert_product_close(dW, xe.T @ de, np.abs(xe.T) @ np.abs(de), kind, N)
+        assert_product_close(db, de.sum(axis=0), np.abs(de).sum(axis=0), kind, N)
+        rdx, rdW, rdb = _core._ref.affine_backward(dout, x, W)
+        np.testing.assert_array_equal(db, rdb)  # same summation order
+        assert _core.affine_backward(dout, x, W, need_dx=False)[0] is None
+
+
+def test_mixed_needs_float32_a_and_float64_rest():
+    with pytest.raises(TypeError, match="a has dtype float64 but b has dtype float32"):
+        _core._gemm(np.ones((2, 3)), np.ones((3, 2), np.float32))
+    with pytest.raises(TypeError, match="must match"):
+        _core._gemm(np.ones((2, 3), np.float32), np.ones((3, 2)), np.ones(2, np.float32))
+
+
+def test_scipy_blas_hatch():
+    pytest.importorskip("scipy.linalg.cython_blas")
+    from bpfast import _blas
+
+    try:
+        assert _blas.use_scipy_blas(True) == "blas"
+        assert _core.info()["gemm"] == "blas"
+        for kind in KINDS:
+            for trans_a in (False, True):
+                for trans_b in (False, True):
+                    for M, N, K in [(1, 1, 1), (7, 13, 5), (100, 50, 784), (3, 4, 0), (0, 3, 2)]:
+                        a, b, bias = operands(kind, M, N, K, trans_a, trans_b)
+                        expected, scale = exact_product(a, b, trans_a, trans_b)
+                        out, mask = _core._gemm(a, b, bias, trans_a, trans_b, relu=True)
+                        assert_product_close(out, np.maximum(expected + bias, 0), scale + np.abs(bias), kind, K)
+                        plain = _core._gemm(a, b, bias, trans_a, trans_b)
+                        np.testing.assert_array_equal(mask, plain <= 0)
+    finally:
+        assert _blas.use_scipy_blas(False) == "bpfast"
+    assert _core.info()["gemm"] == "bpfast"
