@@ -4,7 +4,9 @@
 // copy inputs that are not aligned C-contiguous arrays; allocate fresh outputs (the
 // gradients handed out are never reused); release the GIL; call the kernel.
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "arrays.hpp"
@@ -67,48 +69,62 @@ T* writable_param(const char* fn, const char* name, py::array& p) {
     return static_cast<T*>(p.mutable_data());
 }
 
+// The step for parameters of type T and data of type TX (T, or float with T = double).
+template <class T, class TX>
+py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py::array& t, py::array& W1,
+                   py::array& b1, py::array& W2, py::array& b2, const double* lr) {
+    const bool onehot = t.ndim() == 2;
+    py::array_t<std::int64_t> labels = onehot ? py::array_t<std::int64_t>(0) : checked_labels(fn, t, s.C);
+    py::array_t<T> onehot_t = onehot ? contiguous<T>(t) : py::array_t<T>(0);
+    auto xc = contiguous<TX>(x);
+    auto W1c = contiguous<T>(W1), b1c = contiguous<T>(b1), W2c = contiguous<T>(W2), b2c = contiguous<T>(b2);
+    T* params[4] = {nullptr, nullptr, nullptr, nullptr};
+    if (lr) {
+        params[0] = writable_param<T>(fn, "W1", W1);
+        params[1] = writable_param<T>(fn, "b1", b1);
+        params[2] = writable_param<T>(fn, "W2", W2);
+        params[3] = writable_param<T>(fn, "b2", b2);
+    }
+    py::array_t<T> h({s.N, s.H}), y({s.N, s.C}), dW1({s.D, s.H}), db1(s.H), dW2({s.H, s.C}), db2(s.C);
+    py::array_t<bool> mask({s.N, s.H});
+    std::unique_ptr<T[]> dy(new T[static_cast<std::size_t>(s.N * s.C)]);
+    std::unique_ptr<T[]> dh(new T[static_cast<std::size_t>(s.N * s.H)]);
+    const TwoLayerOutputs<T> out{h.mutable_data(),   mask.mutable_data(), y.mutable_data(),
+                                 dW1.mutable_data(), db1.mutable_data(),  dW2.mutable_data(),
+                                 db2.mutable_data(), dy.get(),            dh.get()};
+    const std::int64_t* pl = onehot ? nullptr : labels.data();
+    const T* pt = onehot ? onehot_t.data() : nullptr;
+    const TX* px = xc.data();
+    const T *pW1 = W1c.data(), *pb1 = b1c.data(), *pW2 = W2c.data(), *pb2 = b2c.data();
+    const T rate = lr ? static_cast<T>(*lr) : T(0);
+    double loss = 0;
+    without_gil([&] {
+        loss = two_layer_gradient<T, TX>(out, px, pl, pt, pW1, pb1, pW2, pb2, s.N, s.D, s.H, s.C);
+        if (params[0]) {
+            sgd_update<T>(params[0], out.dW1, rate, s.D * s.H);
+            sgd_update<T>(params[1], out.db1, rate, s.H);
+            sgd_update<T>(params[2], out.dW2, rate, s.H * s.C);
+            sgd_update<T>(params[3], out.db2, rate, s.C);
+        }
+    });
+    return py::make_tuple(py::dtype::of<T>().attr("type")(loss), h, mask, y, dW1, db1, dW2, db2);
+}
+
 // Runs the step; with lr set, also W -= lr * dW for every parameter. Returns
-// (loss, h, mask, y, dW1, db1, dW2, db2).
+// (loss, h, mask, y, dW1, db1, dW2, db2). x may be float32 with float64 parameters.
 py::tuple two_layer_step(const char* fn, const py::array& x, const py::array& t, py::array W1, py::array b1,
                          py::array W2, py::array b2, const double* lr) {
     const Shapes s = check_shapes(fn, x, t, W1, b1, W2, b2);
-    std::vector<Arg> float_args{{"x", x}, {"W1", W1}, {"b1", b1}, {"W2", W2}, {"b2", b2}};
-    if (t.ndim() == 2) float_args.push_back({"t", t});
-    return with_float_dtype(fn, float_args, [&](auto tag) -> py::tuple {
+    std::vector<Arg> params{{"W1", W1}, {"b1", b1}, {"W2", W2}, {"b2", b2}};
+    if (t.ndim() == 2) params.push_back({"t", t});
+    const bool mixed = py::isinstance<py::array_t<float>>(x) && py::isinstance<py::array_t<double>>(W1);
+    if (!mixed) params.push_back({"x", x});
+    return with_float_dtype(fn, params, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
-        const bool onehot = t.ndim() == 2;
-        py::array_t<std::int64_t> labels = onehot ? py::array_t<std::int64_t>(0) : checked_labels(fn, t, s.C);
-        py::array_t<T> onehot_t = onehot ? contiguous<T>(t) : py::array_t<T>(0);
-        auto xc = contiguous<T>(x), W1c = contiguous<T>(W1), b1c = contiguous<T>(b1);
-        auto W2c = contiguous<T>(W2), b2c = contiguous<T>(b2);
-        T* params[4] = {nullptr, nullptr, nullptr, nullptr};
-        if (lr) {
-            params[0] = writable_param<T>(fn, "W1", W1);
-            params[1] = writable_param<T>(fn, "b1", b1);
-            params[2] = writable_param<T>(fn, "W2", W2);
-            params[3] = writable_param<T>(fn, "b2", b2);
+        if constexpr (std::is_same_v<T, double>) {
+            if (mixed) return run_step<double, float>(fn, s, x, t, W1, b1, W2, b2, lr);
         }
-        py::array_t<T> h({s.N, s.H}), y({s.N, s.C}), dW1({s.D, s.H}), db1(s.H), dW2({s.H, s.C}), db2(s.C);
-        py::array_t<bool> mask({s.N, s.H});
-        std::vector<T> dy(static_cast<std::size_t>(s.N * s.C)), dh(static_cast<std::size_t>(s.N * s.H));
-        const TwoLayerOutputs<T> out{h.mutable_data(),   mask.mutable_data(), y.mutable_data(),
-                                     dW1.mutable_data(), db1.mutable_data(),  dW2.mutable_data(),
-                                     db2.mutable_data(), dy.data(),           dh.data()};
-        const std::int64_t* pl = onehot ? nullptr : labels.data();
-        const T* pt = onehot ? onehot_t.data() : nullptr;
-        const T *px = xc.data(), *pW1 = W1c.data(), *pb1 = b1c.data(), *pW2 = W2c.data(), *pb2 = b2c.data();
-        const T rate = lr ? static_cast<T>(*lr) : T(0);
-        double loss = 0;
-        without_gil([&] {
-            loss = two_layer_gradient<T>(out, px, pl, pt, pW1, pb1, pW2, pb2, s.N, s.D, s.H, s.C);
-            if (params[0]) {
-                sgd_update<T>(params[0], out.dW1, rate, s.D * s.H);
-                sgd_update<T>(params[1], out.db1, rate, s.H);
-                sgd_update<T>(params[2], out.dW2, rate, s.H * s.C);
-                sgd_update<T>(params[3], out.db2, rate, s.C);
-            }
-        });
-        return py::make_tuple(py::dtype::of<T>().attr("type")(loss), h, mask, y, dW1, db1, dW2, db2);
+        return run_step<T, T>(fn, s, x, t, W1, b1, W2, b2, lr);
     });
 }
 

@@ -9,13 +9,12 @@
 namespace bpfast {
 
 // x is (N,D), W1 is (D,H), W2 is (H,C), y is (N,C)
-template <class T>
-double two_layer_gradient(const TwoLayerOutputs<T>& out, const T* x, const std::int64_t* labels, const T* t_onehot,
+template <class T, class TX>
+double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std::int64_t* labels, const T* t_onehot,
                           const T* W1, const T* b1, const T* W2, const T* b2, ptrdiff_t N, ptrdiff_t D, ptrdiff_t H,
                           ptrdiff_t C) {
-    // Forward: a1 = x·W1 + b1 (in dh, scratch until the backward needs it), h = relu(a1).
-    affine_forward<T>(out.dh, x, W1, b1, N, D, H);
-    relu_forward<T>(out.h, out.mask, out.dh, N * H);
+    // Forward: h = relu(x·W1 + b1) and its mask, the ReLU fused into the GEMM's epilogue.
+    affine_relu_forward<T, TX>(out.h, out.mask, x, W1, b1, N, D, H);
     // a2 = h·W2 + b2 (in dy), y = softmax(a2), the loss.
     affine_forward<T>(out.dy, out.h, W2, b2, N, H, C);
     const double loss = labels ? softmax_xent_forward<T>(out.y, out.dy, labels, N, C)
@@ -29,7 +28,7 @@ double two_layer_gradient(const TwoLayerOutputs<T>& out, const T* x, const std::
     }
     affine_backward<T>(out.dh, out.dW2, out.db2, out.dy, out.h, W2, N, H, C);
     relu_backward<T>(out.dh, out.mask, N * H);
-    affine_backward<T>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H);
+    affine_backward<T, TX>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H);
     return loss;
 }
 
@@ -42,13 +41,15 @@ void sgd_update(T* param, const T* grad, T lr, ptrdiff_t n) {
     }
 }
 
-#define BPFAST_INSTANTIATE(T)                                                                                  \
-    template double two_layer_gradient<T>(const TwoLayerOutputs<T>&, const T*, const std::int64_t*, const T*,  \
-                                          const T*, const T*, const T*, const T*, ptrdiff_t, ptrdiff_t,        \
-                                          ptrdiff_t, ptrdiff_t);                                               \
-    template void sgd_update<T>(T*, const T*, T, ptrdiff_t);
-BPFAST_INSTANTIATE(float)
-BPFAST_INSTANTIATE(double)
+#define BPFAST_INSTANTIATE(T, TX)                                                                              \
+    template double two_layer_gradient<T, TX>(const TwoLayerOutputs<T>&, const TX*, const std::int64_t*,       \
+                                              const T*, const T*, const T*, const T*, const T*, ptrdiff_t,     \
+                                              ptrdiff_t, ptrdiff_t, ptrdiff_t);
+BPFAST_INSTANTIATE(float, float)
+BPFAST_INSTANTIATE(double, double)
+BPFAST_INSTANTIATE(double, float)
 #undef BPFAST_INSTANTIATE
+template void sgd_update<float>(float*, const float*, float, ptrdiff_t);
+template void sgd_update<double>(double*, const double*, double, ptrdiff_t);
 
 }  // namespace bpfast

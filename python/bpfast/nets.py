@@ -113,8 +113,10 @@ class TwoLayerNet:
             if np.result_type(target, dtype) != dtype:
                 return None
             target = _arrays.cast(target, dtype)
-        results = kernel(_arrays.cast(x2, dtype), target, W1, b1.reshape(-1), W2, b2.reshape(-1), *extra)
-        return (x, x2, t, target, *results)
+        if not (x2.dtype == np.float32 and dtype == np.float64):  # float32 data is widened in the kernel
+            x2 = _arrays.cast(x2, dtype)
+        results = kernel(x2, target, W1, b1.reshape(-1), W2, b2.reshape(-1), *extra)
+        return (x, t, target, *results)
 
     def _is_standard(self):
         layers = self.layers
@@ -130,10 +132,10 @@ class TwoLayerNet:
             and layers["Affine2"].b is self.params["b2"]
         )
 
-    def _take_fused_results(self, x, x2, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
+    def _take_fused_results(self, x, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
         """Leave the layers as the layered path would, and return the gradients."""
         affine1, relu1, affine2, last = self.layers["Affine1"], self.layers["Relu1"], self.layers["Affine2"], self.lastLayer
-        affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x2, dW1, db1
+        affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x.reshape(x.shape[0], -1), dW1, db1
         relu1.mask = mask
         affine2.original_x_shape, affine2.x, affine2.dW, affine2.db = h.shape, h, dW2, db2
         last.t, last.y, last.loss, last._target = t, y, loss, target

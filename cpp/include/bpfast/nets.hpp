@@ -23,15 +23,16 @@ struct TwoLayerOutputs {
     T* db1;    // (H,)
     T* dW2;    // (H,C)
     T* db2;    // (C,)
-    T* dy;     // (N,C) scratch
-    T* dh;     // (N,H) scratch
+    T* dy;     // (N,C) scratch: dL/d(h·W2 + b2)
+    T* dh;     // (N,H) scratch: dL/dh
 };
 
 // x is (N,D), W1 is (D,H), b1 is (H,), W2 is (H,C), b2 is (C,); the targets are labels (N,)
 // in [0,C) or, when labels is null, one-hot t (N,C). Affine -> Relu -> Affine ->
 // SoftmaxWithLoss forward and backward, skipping dx of the first layer; returns the loss.
-template <class T>
-double two_layer_gradient(const TwoLayerOutputs<T>& out, const T* x, const std::int64_t* labels, const T* t_onehot,
+// TX is T, or float with T = double (float32 data, float64 weights: x widened in the GEMM).
+template <class T, class TX = T>
+double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std::int64_t* labels, const T* t_onehot,
                           const T* W1, const T* b1, const T* W2, const T* b2, ptrdiff_t N, ptrdiff_t D, ptrdiff_t H,
                           ptrdiff_t C);
 
