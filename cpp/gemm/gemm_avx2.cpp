@@ -48,6 +48,7 @@ struct Simd<double> {
     static V loadu(const double* p) { return _mm256_loadu_pd(p); }
     static void storeu(double* p, V v) { _mm256_storeu_pd(p, v); }
     static V bcast(const double* p) { return _mm256_broadcast_sd(p); }
+    static V bcast(const float* p) { return _mm256_set1_pd(static_cast<double>(*p)); }
     static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm256_add_pd(a, b); }
     static V load_n(const double* p, ptrdiff_t n) {

@@ -46,6 +46,7 @@ struct Simd<double> {
     static V loadu(const double* p) { return _mm512_loadu_pd(p); }
     static void storeu(double* p, V v) { _mm512_storeu_pd(p, v); }
     static V bcast(const double* p) { return _mm512_set1_pd(*p); }
+    static V bcast(const float* p) { return _mm512_set1_pd(static_cast<double>(*p)); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm512_add_pd(a, b); }
     static V load_n(const double* p, ptrdiff_t n) {

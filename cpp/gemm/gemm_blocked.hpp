@@ -71,12 +71,13 @@ struct TileStore {
     ptrdiff_t ldm;
 };
 
-// The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from a
-// packed A panel a[k*MRP + i] and a packed B panel b[k*NRP + j]; c is (m<=RM, n) with row stride
-// ldc (n <= NVC*W; lanes past n are computed and dropped).
-template <class T, int MRP, int NRP, int RM, int NVC>
-inline void microkernel(T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
-                        const TileStore<T>& st) {
+// The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
+// panel and a packed B panel b[k*NRP + j]; c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes
+// past n are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
+// a[i*ars + k*aks] (float A widened as it is broadcast).
+template <class T, int MRP, int NRP, int RM, int NVC, bool DIRECT, class TA>
+inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t kc,
+                        ptrdiff_t n, const TileStore<T>& st) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -88,13 +89,13 @@ inline void microkernel(T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t k
 #pragma GCC unroll 2
     for (ptrdiff_t k = 0; k < kc; ++k) {
         const T* bk = b + k * NRP;
-        const T* ak = a + k * MRP;
+        const TA* ak = DIRECT ? a + k * aks : a + k * MRP;
         V bv[NVC];
 #pragma GCC unroll 8
         for (int j = 0; j < NVC; ++j) bv[j] = S::load(bk + j * W);
 #pragma GCC unroll 16
         for (int i = 0; i < RM; ++i) {
-            const auto ai = S::bcast(ak + i);
+            const auto ai = S::bcast(DIRECT ? ak + i * ars : ak + i);
 #pragma GCC unroll 8
             for (int j = 0; j < NVC; ++j) acc[i][j] = S::fma(ai, bv[j], acc[i][j]);
         }
@@ -122,24 +123,24 @@ inline void microkernel(T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t k
 }
 
 // microkernel<.., RM, NVC> for run-time m <= RM and NVC = ceil(n / W) <= NV.
-template <class T, int MRP, int NRP, int NVC, int RM>
-inline void dispatch_rows(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
-                          const TileStore<T>& st) {
+template <class T, int MRP, int NRP, int NVC, bool DIRECT, int RM, class TA>
+inline void dispatch_rows(int m, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b,
+                          ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
     if constexpr (RM > 0) {
         if (m == RM)
-            microkernel<T, MRP, NRP, RM, NVC>(c, ldc, a, b, kc, n, st);
+            microkernel<T, MRP, NRP, RM, NVC, DIRECT>(c, ldc, a, ars, aks, b, kc, n, st);
         else
-            dispatch_rows<T, MRP, NRP, NVC, RM - 1>(m, c, ldc, a, b, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, RM - 1>(m, c, ldc, a, ars, aks, b, kc, n, st);
     }
 }
-template <class T, int MRP, int NRP, int NVC>
-inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t kc, ptrdiff_t n,
-                          const TileStore<T>& st) {
+template <class T, int MRP, int NRP, int NVC, bool DIRECT, class TA>
+inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks,
+                          const T* b, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
     if constexpr (NVC > 0) {
         if (nv == NVC)
-            dispatch_rows<T, MRP, NRP, NVC, MRP>(m, c, ldc, a, b, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, MRP>(m, c, ldc, a, ars, aks, b, kc, n, st);
         else
-            dispatch_tile<T, MRP, NRP, NVC - 1>(m, nv, c, ldc, a, b, kc, n, st);
+            dispatch_tile<T, MRP, NRP, NVC - 1, DIRECT>(m, nv, c, ldc, a, ars, aks, b, kc, n, st);
     }
 }
 
@@ -176,8 +177,12 @@ void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const T* src = B + k * ks + j0;
                 T* d = dst + k * NR;
-                std::memcpy(d, src, static_cast<std::size_t>(nj) * sizeof(T));
-                for (ptrdiff_t j = nj; j < NR; ++j) d[j] = T(0);
+                if (nj == NR) {
+                    for (int j = 0; j < NR; ++j) d[j] = src[j];
+                } else {
+                    for (ptrdiff_t j = 0; j < nj; ++j) d[j] = src[j];
+                    for (ptrdiff_t j = nj; j < NR; ++j) d[j] = T(0);
+                }
             }
         } else {
             for (ptrdiff_t j = 0; j < nj; ++j) {
@@ -212,6 +217,9 @@ void run_parallel(ptrdiff_t n_chunks, F& f) {
     detail::gemm_parallel_for(
         n_chunks, [](void* ctx, ptrdiff_t c) { (*static_cast<F*>(ctx))(c); }, &f);
 }
+
+// Column panels per chunk up to which A is read in place instead of packed (measured).
+constexpr ptrdiff_t kDirectMaxPanels = 4;
 
 // Problems below this many multiply-adds run on the calling thread (a parallel region costs
 // ~1-2 us; measured crossover, see bench/gemm_bench.py).
@@ -250,6 +258,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         const ptrdiff_t n_panels = ceil_div(nc, NR);
         const ptrdiff_t n_jg = n_ic >= target ? 1 : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
+        // Few column panels: packing A would cost more than reading it in place.
+        const bool direct = panels_per_jg <= kDirectMaxPanels;
         for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
             const ptrdiff_t pc = kb * kc_max;
             const ptrdiff_t kc = min_of(kc_max, K - pc);
@@ -271,9 +281,13 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 const ptrdiff_t m = min_of(mc, M - ic);
                 const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
                 if (p0 >= p1) return;
-                static thread_local Scratch<T> a_scratch;
-                T* ap = a_scratch.get(round_up(mc, MR) * kc_max);
-                pack_a<T, MR>(ap, A + ic * a_i + pc * a_k, a_i, a_k, m, kc);
+                const TA* a0 = A + ic * a_i + pc * a_k;
+                T* ap = nullptr;
+                if (!direct) {
+                    static thread_local Scratch<T> a_scratch;
+                    ap = a_scratch.get(round_up(mc, MR) * kc_max);
+                    pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                }
                 for (ptrdiff_t p = p0; p < p1; ++p) {
                     const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
                     const int nv = static_cast<int>(ceil_div(n, W));
@@ -287,8 +301,13 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         TileStore<T> sti = st;
                         if (sti.mask) sti.mask += ir * N;
-                        dispatch_tile<T, MR, NR, B::nv>(mi, nv, C + (ic + ir) * ldc + jc + jr, ldc, ap + ir * kc,
-                                                       bp + jr * kc, kc, n, sti);
+                        T* c = C + (ic + ir) * ldc + jc + jr;
+                        if (direct)
+                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, c, ldc, a0 + ir * a_i, a_i, a_k,
+                                                                  bp + jr * kc, kc, n, sti);
+                        else
+                            dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, c, ldc, ap + ir * kc, ptrdiff_t(0),
+                                                                   ptrdiff_t(0), bp + jr * kc, kc, n, sti);
                     }
                 }
             };

@@ -18,7 +18,10 @@ struct GenericSimd {
         return v;
     }
     static void storeu(T* p, V v) { std::memcpy(p, &v, sizeof v); }
-    static T bcast(const T* p) { return *p; }  // scalar * vector broadcasts
+    template <class TA>  // TA is T, or float with T double (widened)
+    static T bcast(const TA* p) {
+        return static_cast<T>(*p);  // scalar * vector broadcasts
+    }
     static V fma(T a, V b, V c) { return c + a * b; }
     static V add(V a, V b) { return a + b; }
     static V load_n(const T* p, ptrdiff_t n) {
