@@ -899,9 +899,9 @@ def openblas_corename():
 
 
 def fmt_time(seconds):
-    if seconds >= 1:
+    if seconds >= 0.9995:  # what would print as 1e+03 ms
         return f"{seconds:.3g} s"
-    if seconds >= 1e-3:
+    if seconds >= 0.9995e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
 
