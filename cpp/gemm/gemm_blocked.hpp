@@ -221,6 +221,9 @@ void run_parallel(ptrdiff_t n_chunks, F& f) {
 // Column panels per chunk up to which A is read in place instead of packed (measured).
 constexpr ptrdiff_t kDirectMaxPanels = 4;
 
+// Packed op(B) held at once (elements): sets the column block width for a given K.
+constexpr ptrdiff_t kPackedB = ptrdiff_t(2) << 20;
+
 // Problems below this many multiply-adds run on the calling thread (a parallel region costs
 // ~1-2 us; measured crossover, see bench/gemm_bench.py).
 constexpr ptrdiff_t kParallelMinFma = 96 * 1024;
@@ -250,37 +253,46 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     if (ceil_div(M, mc) < target) mc = max_of(MR, round_up(ceil_div(M, target), MR));
     const ptrdiff_t n_ic = ceil_div(M, mc);
 
+    // Column blocks of C: all K blocks of op(B) for one are packed first (at most kPackedB
+    // elements), then one parallel region runs every chunk through every K block, so a call
+    // costs at most two regions per column block (and a late thread stalls few of them).
+    const ptrdiff_t nc_max =
+        min_of(round_up(N, NR), max_of(NR, kPackedB / (n_kb * kc_max) / NR * NR));
+    const ptrdiff_t nc_cap = min_of(B::nc, nc_max);
     static thread_local Scratch<T> b_scratch;
-    T* bp = b_scratch.get(round_up(min_of(N, B::nc), NR) * kc_max);
+    T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
 
-    for (ptrdiff_t jc = 0; jc < N; jc += B::nc) {
-        const ptrdiff_t nc = min_of(B::nc, N - jc);
+    for (ptrdiff_t jc = 0; jc < N; jc += nc_cap) {
+        const ptrdiff_t nc = min_of(nc_cap, N - jc);
         const ptrdiff_t n_panels = ceil_div(nc, NR);
+        const ptrdiff_t kb_stride = n_panels * NR * kc_max;  // elements per packed K block
         const ptrdiff_t n_jg = n_ic >= target ? 1 : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
         // Few column panels: packing A would cost more than reading it in place.
         const bool direct = panels_per_jg <= kDirectMaxPanels;
-        for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
-            const ptrdiff_t pc = kb * kc_max;
-            const ptrdiff_t kc = min_of(kc_max, K - pc);
-            const TileStore<T> store{kb == 0, kb == n_kb - 1, nullptr, false, nullptr, N};
-            // Pack this K block of op(B) (in parallel when it is big).
-            const T* bsrc = Bm + pc * b_k + jc * b_j;
-            const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
-            if (threads > 1 && kc * nc >= 32 * 1024) {
-                auto pack_chunk_b = [&](ptrdiff_t c) {
-                    const ptrdiff_t j0 = c * pack_chunk * NR;
-                    pack_b<T, NR>(bp + j0 * kc, bsrc + j0 * b_j, b_k, b_j, min_of(pack_chunk * NR, nc - j0), kc);
-                };
-                run_parallel(ceil_div(n_panels, pack_chunk), pack_chunk_b);
-            } else {
-                pack_b<T, NR>(bp, bsrc, b_k, b_j, nc, kc);
+        // Pack op(B) for every K block (in parallel, by panel groups, when it is big).
+        const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
+        auto pack_chunk_b = [&](ptrdiff_t c) {
+            const ptrdiff_t j0 = c * pack_chunk * NR, nj = min_of(pack_chunk * NR, nc - j0);
+            for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
+                const ptrdiff_t pc = kb * kc_max, kc = min_of(kc_max, K - pc);
+                pack_b<T, NR>(bp + kb * kb_stride + j0 * kc, Bm + pc * b_k + (jc + j0) * b_j, b_k, b_j, nj, kc);
             }
-            auto run_chunk = [&](ptrdiff_t c) {
-                const ptrdiff_t ic = (c / n_jg) * mc, jg = c % n_jg;
-                const ptrdiff_t m = min_of(mc, M - ic);
-                const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
-                if (p0 >= p1) return;
+        };
+        const ptrdiff_t n_pack = ceil_div(n_panels, pack_chunk);
+        if (threads > 1 && n_pack > 1 && K * nc >= 64 * 1024)
+            run_parallel(n_pack, pack_chunk_b);
+        else
+            for (ptrdiff_t c = 0; c < n_pack; ++c) pack_chunk_b(c);
+
+        auto run_chunk = [&](ptrdiff_t c) {
+            const ptrdiff_t ic = (c / n_jg) * mc, jg = c % n_jg;
+            const ptrdiff_t m = min_of(mc, M - ic);
+            const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
+            if (p0 >= p1) return;
+            for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
+                const ptrdiff_t pc = kb * kc_max, kc = min_of(kc_max, K - pc);
+                const T* bk = bp + kb * kb_stride;
                 const TA* a0 = A + ic * a_i + pc * a_k;
                 T* ap = nullptr;
                 if (!direct) {
@@ -288,11 +300,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     ap = a_scratch.get(round_up(mc, MR) * kc_max);
                     pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
                 }
+                const bool last = kb == n_kb - 1;
                 for (ptrdiff_t p = p0; p < p1; ++p) {
                     const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
                     const int nv = static_cast<int>(ceil_div(n, W));
-                    TileStore<T> st = store;
-                    if (st.last) {
+                    TileStore<T> st{kb == 0, last, nullptr, false, nullptr, N};
+                    if (last) {
                         st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
                         st.relu = ep.relu;
                         st.mask = ep.mask ? ep.mask + ic * N + jc + jr : nullptr;
@@ -301,21 +314,21 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         TileStore<T> sti = st;
                         if (sti.mask) sti.mask += ir * N;
-                        T* c = C + (ic + ir) * ldc + jc + jr;
+                        T* cp = C + (ic + ir) * ldc + jc + jr;
                         if (direct)
-                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, c, ldc, a0 + ir * a_i, a_i, a_k,
-                                                                  bp + jr * kc, kc, n, sti);
+                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, a0 + ir * a_i, a_i, a_k,
+                                                                  bk + jr * kc, kc, n, sti);
                         else
-                            dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, c, ldc, ap + ir * kc, ptrdiff_t(0),
-                                                                   ptrdiff_t(0), bp + jr * kc, kc, n, sti);
+                            dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0),
+                                                                   ptrdiff_t(0), bk + jr * kc, kc, n, sti);
                     }
                 }
-            };
-            if (threads > 1)
-                run_parallel(n_ic * n_jg, run_chunk);
-            else
-                for (ptrdiff_t c = 0; c < n_ic * n_jg; ++c) run_chunk(c);
-        }
+            }
+        };
+        if (threads > 1)
+            run_parallel(n_ic * n_jg, run_chunk);
+        else
+            for (ptrdiff_t c = 0; c < n_ic * n_jg; ++c) run_chunk(c);
     }
 }
 
