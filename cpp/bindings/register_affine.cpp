@@ -20,6 +20,18 @@ namespace {
 
 using ssize = py::ssize_t;
 
+// Below this many multiply-adds a kernel runs with the GIL held: releasing and re-taking it
+// costs more than the product (the GIL is released for anything that takes longer).
+constexpr ssize kKeepGilFma = 16 * 1024;
+
+template <class F>
+void run_kernel(ssize fma, F&& f) {
+    if (fma < kKeepGilFma)
+        f();
+    else
+        without_gil(f);
+}
+
 // Like with_float_dtype, but also accepts `first` float32 with every other argument float64:
 // calls f(T{}, TX{}) with TX the first argument's type.
 template <class F>
@@ -57,12 +69,12 @@ py::object affine_forward_py(const py::array& x, const py::array& W, const py::a
         const TX* px = xc.data();
         const T *pW = Wc.data(), *pb = bc.data();
         if (!relu) {
-            without_gil([=] { (ref ? affine_forward_ref<T, TX> : affine_forward<T, TX>)(o, px, pW, pb, N, D, M); });
+            run_kernel(N * D * M, [=] { (ref ? affine_forward_ref<T, TX> : affine_forward<T, TX>)(o, px, pW, pb, N, D, M); });
             return std::move(out);
         }
         py::array_t<bool> mask({N, M});
         bool* pm = mask.mutable_data();
-        without_gil([=] {
+        run_kernel(N * D * M, [=] {
             (ref ? affine_relu_forward_ref<T, TX> : affine_relu_forward<T, TX>)(o, pm, px, pW, pb, N, D, M);
         });
         return py::make_tuple(out, mask);
@@ -95,7 +107,7 @@ py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py
         T *pdW = dW.mutable_data(), *pdb = db.mutable_data();
         const T *pdout = doutc.data(), *pW = Wc.data();
         const TX* px = xc.data();
-        without_gil([=] {
+        run_kernel(N * D * M * (need_dx ? 2 : 1), [=] {
             (ref ? affine_backward_ref<T, TX> : affine_backward<T, TX>)(pdx, pdW, pdb, pdout, px, pW, N, D, M);
         });
         return py::make_tuple(dx_obj, dW, db);
@@ -131,17 +143,24 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
         if (has_bias && (bias.ndim() != 1 || bias.shape(0) != N)) shape_error(fn, {"b", b}, {"bias", bias});
         auto ac = contiguous<TA>(a);
         auto bc = contiguous<T>(b);
-        py::array_t<T> biasc = has_bias ? contiguous<T>(bias) : py::array_t<T>(0);
-        py::array_t<T> out({M, N});
+        py::object biasc, mask;  // only allocated when asked for
         Epilogue<T> ep;
-        ep.bias = has_bias ? biasc.data() : nullptr;
+        if (has_bias) {
+            auto bcopy = contiguous<T>(bias);
+            ep.bias = bcopy.data();
+            biasc = std::move(bcopy);
+        }
+        py::array_t<T> out({M, N});
         ep.relu = relu;
-        py::array_t<bool> mask = relu ? py::array_t<bool>({M, N}) : py::array_t<bool>(0);
-        ep.mask = relu ? mask.mutable_data() : nullptr;
+        if (relu) {
+            py::array_t<bool> m({M, N});
+            ep.mask = m.mutable_data();
+            mask = std::move(m);
+        }
         T* o = out.mutable_data();
         const TA* pa = ac.data();
         const T* pb = bc.data();
-        without_gil([=] { call_gemm(ref, o, pa, pb, M, N, K, trans_a, trans_b, ep); });
+        run_kernel(M * N * K, [=] { call_gemm(ref, o, pa, pb, M, N, K, trans_a, trans_b, ep); });
         if (relu) return py::make_tuple(out, mask);
         return std::move(out);
     });
