@@ -70,6 +70,215 @@ void relu_backward_kernel(T* dout, const bool* mask, ptrdiff_t n) {
         if (mask[i]) dout[i] = T(0);
 }
 
+// Mask bytes (0/1) for the bits of a movemask: byte k of kMaskBytes[b] is bit k of b.
+constexpr std::uint32_t mask_bytes(unsigned b) {
+    return (b & 1u) | ((b >> 1) & 1u) << 8 | ((b >> 2) & 1u) << 16 | ((b >> 3) & 1u) << 24;
+}
+constexpr std::uint32_t kMaskBytes[16] = {mask_bytes(0),  mask_bytes(1),  mask_bytes(2),  mask_bytes(3),
+                                          mask_bytes(4),  mask_bytes(5),  mask_bytes(6),  mask_bytes(7),
+                                          mask_bytes(8),  mask_bytes(9),  mask_bytes(10), mask_bytes(11),
+                                          mask_bytes(12), mask_bytes(13), mask_bytes(14), mask_bytes(15)};
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && BPFAST_VEC_BYTES == 64
+// AVX-512: compare into a k-mask; the mask bytes come straight from it.
+template <>
+void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m128i one = _mm_set1_epi8(1);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
+        _mm512_storeu_ps(out + i, _mm512_maskz_mov_ps(static_cast<__mmask16>(~m), v));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_mov_epi8(m, one));
+    }
+    if (i < n) {
+        const __mmask16 live = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
+        _mm512_mask_storeu_ps(out + i, live, _mm512_maskz_mov_ps(static_cast<__mmask16>(~m), v));
+        _mm_mask_storeu_epi8(mask + i, live, _mm_maskz_mov_epi8(m, one));
+    }
+}
+template <>
+void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
+    const __m512d zero = _mm512_setzero_pd();
+    const __m128i one = _mm_set1_epi8(1);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512d v = _mm512_loadu_pd(x + i);
+        const __mmask8 m = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ);
+        _mm512_storeu_pd(out + i, _mm512_maskz_mov_pd(static_cast<__mmask8>(~m), v));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_mov_epi8(m, one));
+    }
+    if (i < n) {
+        const __mmask8 live = static_cast<__mmask8>((1u << (n - i)) - 1);
+        const __m512d v = _mm512_maskz_loadu_pd(live, x + i);
+        const __mmask8 m = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ);
+        _mm512_mask_storeu_pd(out + i, live, _mm512_maskz_mov_pd(static_cast<__mmask8>(~m), v));
+        _mm_mask_storeu_epi8(mask + i, live, _mm_maskz_mov_epi8(m, one));
+    }
+}
+template <>
+void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m128i b = _mm_maskz_loadu_epi8(live, mask + i);
+        _mm512_mask_storeu_ps(dout + i, _mm_test_epi8_mask(b, b), zero);
+    }
+}
+template <>
+void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
+    const __m512d zero = _mm512_setzero_pd();
+    for (ptrdiff_t i = 0; i < n; i += 8) {
+        const __mmask16 live = n - i >= 8 ? __mmask16(0xFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m128i b = _mm_maskz_loadu_epi8(live, mask + i);
+        _mm512_mask_storeu_pd(dout + i, static_cast<__mmask8>(_mm_test_epi8_mask(b, b)), zero);
+    }
+}
+#elif defined(__AVX2__) && BPFAST_VEC_BYTES == 32
+// AVX2: four compare results packed to 32 mask bytes (packs work per 128-bit lane, then a
+// permute restores the order); the backward widens 8 mask bytes to 8 lanes.
+template <>
+void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
+    const __m256d zero = _mm256_setzero_pd();
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_loadu_pd(x + i);
+        const __m256d le = _mm256_cmp_pd(v, zero, _CMP_LE_OQ);
+        _mm256_storeu_pd(out + i, _mm256_andnot_pd(le, v));
+        __builtin_memcpy(mask + i, &kMaskBytes[_mm256_movemask_pd(le)], 4);
+    }
+    for (; i < n; ++i) {
+        const bool m = x[i] <= 0.0;
+        mask[i] = m;
+        out[i] = m ? 0.0 : x[i];
+    }
+}
+template <>
+void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i one = _mm256_set1_epi8(1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    ptrdiff_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i m[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256 v = _mm256_loadu_ps(x + i + 8 * k);
+            const __m256 le = _mm256_cmp_ps(v, zero, _CMP_LE_OQ);
+            _mm256_storeu_ps(out + i + 8 * k, _mm256_andnot_ps(le, v));
+            m[k] = _mm256_castps_si256(le);
+        }
+        const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(m[0], m[1]), _mm256_packs_epi32(m[2], m[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(mask + i),
+                            _mm256_and_si256(_mm256_permutevar8x32_epi32(b, order), one));
+    }
+    for (; i < n; ++i) {
+        const bool m = x[i] <= 0.0f;
+        mask[i] = m;
+        out[i] = m ? 0.0f : x[i];
+    }
+}
+template <>
+void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
+    const __m256i zero = _mm256_setzero_si256();
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + i)));
+        const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, zero));
+        _mm256_storeu_ps(dout + i, _mm256_and_ps(keep, _mm256_loadu_ps(dout + i)));
+    }
+    for (; i < n; ++i)
+        if (mask[i]) dout[i] = 0.0f;
+}
+template <>
+void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
+    const __m256i zero = _mm256_setzero_si256();
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        int bytes;
+        __builtin_memcpy(&bytes, mask + i, 4);
+        const __m256i m = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
+        const __m256d keep = _mm256_castsi256_pd(_mm256_cmpeq_epi64(m, zero));
+        _mm256_storeu_pd(dout + i, _mm256_and_pd(keep, _mm256_loadu_pd(dout + i)));
+    }
+    for (; i < n; ++i)
+        if (mask[i]) dout[i] = 0.0;
+}
+#elif defined(__SSE2__) && BPFAST_VEC_BYTES == 16
+// SSE2 (the generic path on x86-64): four compare results packed to 16 mask bytes; the backward
+// widens 4 mask bytes to 4 lanes.
+template <>
+void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
+    const __m128d zero = _mm_setzero_pd();
+    ptrdiff_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const __m128d v = _mm_loadu_pd(x + i);
+        const __m128d le = _mm_cmple_pd(v, zero);
+        _mm_storeu_pd(out + i, _mm_andnot_pd(le, v));
+        __builtin_memcpy(mask + i, &kMaskBytes[_mm_movemask_pd(le)], 2);
+    }
+    for (; i < n; ++i) {
+        const bool m = x[i] <= 0.0;
+        mask[i] = m;
+        out[i] = m ? 0.0 : x[i];
+    }
+}
+template <>
+void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
+    const __m128i zero = _mm_setzero_si128();
+    ptrdiff_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        std::uint16_t bytes;
+        __builtin_memcpy(&bytes, mask + i, 2);
+        const __m128i b = _mm_cvtsi32_si128(bytes);
+        const __m128i m = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, zero), zero);  // dwords b0 b1 0 0
+        const __m128i m64 = _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 1, 0, 0));        // b0 b0 b1 b1
+        const __m128d keep = _mm_castsi128_pd(_mm_cmpeq_epi32(m64, zero));
+        _mm_storeu_pd(dout + i, _mm_and_pd(keep, _mm_loadu_pd(dout + i)));
+    }
+    for (; i < n; ++i)
+        if (mask[i]) dout[i] = 0.0;
+}
+template <>
+void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
+    const __m128 zero = _mm_setzero_ps();
+    const __m128i one = _mm_set1_epi8(1);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i m[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m128 v = _mm_loadu_ps(x + i + 4 * k);
+            const __m128 le = _mm_cmple_ps(v, zero);  // false for NaN
+            _mm_storeu_ps(out + i + 4 * k, _mm_andnot_ps(le, v));
+            m[k] = _mm_castps_si128(le);
+        }
+        const __m128i b = _mm_packs_epi16(_mm_packs_epi32(m[0], m[1]), _mm_packs_epi32(m[2], m[3]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_and_si128(b, one));
+    }
+    for (; i < n; ++i) {
+        const bool m = x[i] <= 0.0f;
+        mask[i] = m;
+        out[i] = m ? 0.0f : x[i];
+    }
+}
+template <>
+void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
+    const __m128i zero = _mm_setzero_si128();
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        int bytes;
+        __builtin_memcpy(&bytes, mask + i, 4);
+        const __m128i b = _mm_cvtsi32_si128(bytes);
+        const __m128i m = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, zero), zero);
+        const __m128 keep = _mm_castsi128_ps(_mm_cmpeq_epi32(m, zero));
+        _mm_storeu_ps(dout + i, _mm_and_ps(keep, _mm_loadu_ps(dout + i)));
+    }
+    for (; i < n; ++i)
+        if (mask[i]) dout[i] = 0.0f;
+}
+#endif
+
 // x, out are (n,): out = 1 / (1 + exp(-x))
 template <class T>
 void sigmoid_forward_kernel(T* out, const T* x, ptrdiff_t n) {
@@ -93,7 +302,7 @@ void sigmoid_backward_kernel(T* dx, const T* dout, const T* out, ptrdiff_t n) {
     for (; i < n; ++i) dx[i] = dout[i] * (T(1) - out[i]) * out[i];
 }
 
-// x, y are (C,): y = exp(x - max) / sum. NaN anywhere in the row reaches the sum (exp(NaN) is NaN),
+// x, y are (C,): y = exp(x - max) * (1 / sum). NaN anywhere in the row reaches the sum (exp(NaN) is NaN),
 // so the max may ignore it; +inf or all -inf make x - max NaN: the whole row is NaN, like NumPy.
 template <class T>
 inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C) {
@@ -140,10 +349,10 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C) {
         }
         total += static_cast<double>(hsum<T>(s0 + s1));
     }
-    const V<T> sum = splat(static_cast<T>(total));
-
-    for (j = 0; j + W <= C; j += W) storeu(y + j, loadu(y + j) / sum);
-    if (j < C) store_partial(y + j, load_partial(y + j, C - j, T(1)) / sum, C - j);
+    // normalise: times 1/sum (one division per row; within an ulp of dividing each element)
+    const V<T> inv = splat(T(1) / static_cast<T>(total));
+    for (j = 0; j + W <= C; j += W) storeu(y + j, loadu(y + j) * inv);
+    if (j < C) store_partial(y + j, load_partial(y + j, C - j, T(1)) * inv, C - j);
 }
 
 // x, y are (rows,C)

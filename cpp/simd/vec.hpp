@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -99,6 +99,31 @@ inline V<T> keep_first(V<T> v, ptrdiff_t n) {
     typename Vec<T>::I lane{};
     for (int j = 0; j < Vec<T>::W; ++j) lane[j] = j;
     return lane < static_cast<IE>(n) ? v : V<T>{};
+}
+
+// Whether every lane of a comparison result m (-1 or 0 per lane) is set.
+template <class T>
+inline bool all_set(typename Vec<T>::I m) {
+#if BPFAST_VEC_BYTES == 64 && defined(__AVX512DQ__)
+    if constexpr (sizeof(T) == 4)
+        return _mm512_movepi32_mask(reinterpret_cast<__m512i>(m)) == 0xFFFF;
+    else
+        return _mm512_movepi64_mask(reinterpret_cast<__m512i>(m)) == 0xFF;
+#elif BPFAST_VEC_BYTES == 32 && defined(__AVX__)
+    if constexpr (sizeof(T) == 4)
+        return _mm256_movemask_ps(reinterpret_cast<__m256>(m)) == 0xFF;
+    else
+        return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) == 0xF;
+#elif BPFAST_VEC_BYTES == 16 && defined(__SSE2__)
+    if constexpr (sizeof(T) == 4)
+        return _mm_movemask_ps(reinterpret_cast<__m128>(m)) == 0xF;
+    else
+        return _mm_movemask_pd(reinterpret_cast<__m128d>(m)) == 0x3;
+#else
+    bool all = true;
+    for (int j = 0; j < Vec<T>::W; ++j) all = all && m[j] != 0;
+    return all;
+#endif
 }
 
 // Horizontal sum as a fixed tree (add the upper half to the lower half until one lane is left),

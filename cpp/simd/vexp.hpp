@@ -5,7 +5,8 @@
 // Method (Cephes/fdlibm): n = round(x / ln2) with the 1.5*2^mantissa trick (no float->int
 // conversion, so NaN is harmless), r = x - n*ln2 in two exact steps (ln2 split into a short
 // high part and a low part), exp(r) by a polynomial on |r| <= ln2/2, then times 2^n applied as
-// 2^n1 * 2^n2 (n1 = round(n/2)) so results in the denormal and overflow ranges round once.
+// 2^n1 * 2^n2 (n1 = round(n/2)) so results in the denormal and overflow ranges round once
+// (or as one 2^n when every lane of the vector is in the normal range: the same value, sooner).
 // x is first clamped into [lo, hi], just outside the range where exp is finite and nonzero,
 // which keeps n small; a comparison with NaN is false, so NaN passes the clamp and poisons p.
 //
@@ -24,6 +25,7 @@ template <>
 struct ExpConst<float> {
     typedef std::uint32_t Bits;
     static constexpr float lo = -104.0f;  // exp(-104) < 2^-150: rounds to 0
+    static constexpr float normal_lo = -87.0f, normal_hi = 87.5f;  // 2^n is a normal float
     static constexpr float hi = 89.0f;    // exp(89) > FLT_MAX: overflows to inf
     static constexpr float log2e = 1.44269504088896341f;
     static constexpr float ln2_hi = 0.693359375f;  // 9 significant bits: n * ln2_hi is exact
@@ -38,6 +40,7 @@ template <>
 struct ExpConst<double> {
     typedef std::uint64_t Bits;
     static constexpr double lo = -746.0;  // exp(-746) < 2^-1075: rounds to 0
+    static constexpr double normal_lo = -708.0, normal_hi = 709.0;  // 2^n is a normal double
     static constexpr double hi = 710.0;   // exp(710) > DBL_MAX
     static constexpr double log2e = 1.4426950408889634074;
     static constexpr double ln2_hi = 6.93147180369123816490e-01;  // 32 significant bits
@@ -79,8 +82,9 @@ inline Vec<double>::V exp_poly(Vec<double>::V r) {
     return (q * (r * r) + r) + 1.0;
 }
 
+// exp(x) for any x (see the top of the file).
 template <class T>
-inline V<T> vexp(V<T> x) {
+inline V<T> vexp_any(V<T> x) {
     using C = ExpConst<T>;
     typedef typename Vec<T>::U U;
     const V<T> lo = splat(C::lo), hi = splat(C::hi), magic = splat(C::magic);
@@ -98,6 +102,29 @@ inline V<T> vexp(V<T> x) {
     const U s1 = (n1_bits + C::bias) << C::mant;
     const U s2 = (n2_bits + C::bias) << C::mant;
     return p * (V<T>)s1 * (V<T>)s2;
+}
+
+// exp(x) when every lane lies in [normal_lo, normal_hi]: 2^n is normal, one scaling suffices.
+template <class T>
+inline V<T> vexp_normal(V<T> x) {
+    using C = ExpConst<T>;
+    typedef typename Vec<T>::U U;
+    const V<T> magic = splat(C::magic);
+    const V<T> t = x * C::log2e + magic;
+    const V<T> n = t - magic;
+    V<T> r = x - n * C::ln2_hi;
+    r = r - n * C::ln2_lo;
+    const U s = ((U)t + (C::bias - C::magic_bits)) << C::mant;
+    return exp_poly(r) * (V<T>)s;
+}
+
+// exp(x): the short path when the whole vector is in the normal range (the usual case), else
+// the general one. Both give the same value where both apply.
+template <class T>
+inline V<T> vexp(V<T> x) {
+    using C = ExpConst<T>;
+    if (all_set<T>((x >= C::normal_lo) & (x <= C::normal_hi))) return vexp_normal<T>(x);
+    return vexp_any<T>(x);
 }
 
 }  // namespace
