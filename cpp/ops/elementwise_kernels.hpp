@@ -32,6 +32,21 @@ void exp_kernel(T* out, const T* x, ptrdiff_t n) {
     if (i < n) store_partial(out + i, vexp<T>(load_partial(x + i, n - i, T(0))), n - i);
 }
 
+// Elements [i, n) of the ReLU forward and backward, one at a time (the tails of the vector loops).
+template <class T>
+inline void relu_forward_scalar(T* out, bool* mask, const T* x, ptrdiff_t i, ptrdiff_t n) {
+    for (; i < n; ++i) {
+        const bool m = x[i] <= T(0);
+        mask[i] = m;
+        out[i] = m ? T(0) : x[i];
+    }
+}
+template <class T>
+inline void relu_backward_scalar(T* dout, const bool* mask, ptrdiff_t i, ptrdiff_t n) {
+    for (; i < n; ++i)
+        if (mask[i]) dout[i] = T(0);
+}
+
 // x, out, mask are (n,): mask = x <= 0 (NaN: false), out = mask ? +0 : x
 template <class T>
 void relu_forward_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
@@ -46,11 +61,7 @@ void relu_forward_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
         const B b = __builtin_convertvector(-m, B);  // 1 where masked
         __builtin_memcpy(mask + i, &b, sizeof b);
     }
-    for (; i < n; ++i) {
-        const bool m = x[i] <= T(0);
-        mask[i] = m;
-        out[i] = m ? T(0) : x[i];
-    }
+    relu_forward_scalar(out, mask, x, i, n);
 }
 
 // dout, mask are (n,): dout = 0 where mask, in place
@@ -66,8 +77,7 @@ void relu_backward_kernel(T* dout, const bool* mask, ptrdiff_t n) {
         const I m = __builtin_convertvector(b, I);
         storeu(dout + i, m != 0 ? V<T>{} : loadu(dout + i));
     }
-    for (; i < n; ++i)
-        if (mask[i]) dout[i] = T(0);
+    relu_backward_scalar(dout, mask, i, n);
 }
 
 // Mask bytes (0/1) for the bits of a movemask: byte k of kMaskBytes[b] is bit k of b.
@@ -80,62 +90,70 @@ constexpr std::uint32_t kMaskBytes[16] = {mask_bytes(0),  mask_bytes(1),  mask_b
                                           mask_bytes(12), mask_bytes(13), mask_bytes(14), mask_bytes(15)};
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && BPFAST_VEC_BYTES == 64
-// AVX-512: compare into a k-mask; the mask bytes come straight from it.
+// AVX-512: compare into a k-mask; the mask bytes come straight from it; tails use masked loads/stores.
+template <class T>
+struct Avx512;
 template <>
-void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
-    const __m512 zero = _mm512_setzero_ps();
-    const __m128i one = _mm_set1_epi8(1);
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_loadu_ps(x + i);
-        const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
-        _mm512_storeu_ps(out + i, _mm512_maskz_mov_ps(static_cast<__mmask16>(~m), v));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_mov_epi8(m, one));
+struct Avx512<float> {
+    typedef __mmask16 M;
+    static constexpr int W = 16;
+    static __m512 load(M live, const float* x) { return _mm512_maskz_loadu_ps(live, x); }
+    static M le0(M live, __m512 v) { return _mm512_mask_cmp_ps_mask(live, v, _mm512_setzero_ps(), _CMP_LE_OQ); }
+    static void relu_store(float* out, M live, M m, __m512 v) {
+        _mm512_mask_storeu_ps(out, live, _mm512_maskz_mov_ps(static_cast<M>(~m), v));
     }
-    if (i < n) {
-        const __mmask16 live = static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
-        const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
-        _mm512_mask_storeu_ps(out + i, live, _mm512_maskz_mov_ps(static_cast<__mmask16>(~m), v));
+    static void zero(float* p, M m) { _mm512_mask_storeu_ps(p, m, _mm512_setzero_ps()); }
+};
+template <>
+struct Avx512<double> {
+    typedef __mmask8 M;
+    static constexpr int W = 8;
+    static __m512d load(M live, const double* x) { return _mm512_maskz_loadu_pd(live, x); }
+    static M le0(M live, __m512d v) { return _mm512_mask_cmp_pd_mask(live, v, _mm512_setzero_pd(), _CMP_LE_OQ); }
+    static void relu_store(double* out, M live, M m, __m512d v) {
+        _mm512_mask_storeu_pd(out, live, _mm512_maskz_mov_pd(static_cast<M>(~m), v));
+    }
+    static void zero(double* p, M m) { _mm512_mask_storeu_pd(p, m, _mm512_setzero_pd()); }
+};
+
+template <class T>
+void relu_forward_avx512(T* out, bool* mask, const T* x, ptrdiff_t n) {
+    using A = Avx512<T>;
+    using M = typename A::M;
+    const __m128i one = _mm_set1_epi8(1);
+    for (ptrdiff_t i = 0; i < n; i += A::W) {
+        const M live = n - i >= A::W ? M(~M(0)) : static_cast<M>((1u << (n - i)) - 1);
+        const auto v = A::load(live, x + i);
+        const M m = A::le0(live, v);
+        A::relu_store(out + i, live, m, v);
         _mm_mask_storeu_epi8(mask + i, live, _mm_maskz_mov_epi8(m, one));
     }
+}
+template <class T>
+void relu_backward_avx512(T* dout, const bool* mask, ptrdiff_t n) {
+    using A = Avx512<T>;
+    using M = typename A::M;
+    for (ptrdiff_t i = 0; i < n; i += A::W) {
+        const __mmask16 live = n - i >= A::W ? __mmask16((1u << A::W) - 1) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m128i b = _mm_maskz_loadu_epi8(live, mask + i);
+        A::zero(dout + i, static_cast<M>(_mm_test_epi8_mask(b, b)));
+    }
+}
+template <>
+void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
+    relu_forward_avx512(out, mask, x, n);
 }
 template <>
 void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
-    const __m512d zero = _mm512_setzero_pd();
-    const __m128i one = _mm_set1_epi8(1);
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m512d v = _mm512_loadu_pd(x + i);
-        const __mmask8 m = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ);
-        _mm512_storeu_pd(out + i, _mm512_maskz_mov_pd(static_cast<__mmask8>(~m), v));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_mov_epi8(m, one));
-    }
-    if (i < n) {
-        const __mmask8 live = static_cast<__mmask8>((1u << (n - i)) - 1);
-        const __m512d v = _mm512_maskz_loadu_pd(live, x + i);
-        const __mmask8 m = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ);
-        _mm512_mask_storeu_pd(out + i, live, _mm512_maskz_mov_pd(static_cast<__mmask8>(~m), v));
-        _mm_mask_storeu_epi8(mask + i, live, _mm_maskz_mov_epi8(m, one));
-    }
+    relu_forward_avx512(out, mask, x, n);
 }
 template <>
 void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
-    const __m512 zero = _mm512_setzero_ps();
-    for (ptrdiff_t i = 0; i < n; i += 16) {
-        const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m128i b = _mm_maskz_loadu_epi8(live, mask + i);
-        _mm512_mask_storeu_ps(dout + i, _mm_test_epi8_mask(b, b), zero);
-    }
+    relu_backward_avx512(dout, mask, n);
 }
 template <>
 void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
-    const __m512d zero = _mm512_setzero_pd();
-    for (ptrdiff_t i = 0; i < n; i += 8) {
-        const __mmask16 live = n - i >= 8 ? __mmask16(0xFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m128i b = _mm_maskz_loadu_epi8(live, mask + i);
-        _mm512_mask_storeu_pd(dout + i, static_cast<__mmask8>(_mm_test_epi8_mask(b, b)), zero);
-    }
+    relu_backward_avx512(dout, mask, n);
 }
 #elif defined(__AVX2__) && BPFAST_VEC_BYTES == 32
 // AVX2: four compare results packed to 32 mask bytes (packs work per 128-bit lane, then a
@@ -150,11 +168,7 @@ void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdi
         _mm256_storeu_pd(out + i, _mm256_andnot_pd(le, v));
         __builtin_memcpy(mask + i, &kMaskBytes[_mm256_movemask_pd(le)], 4);
     }
-    for (; i < n; ++i) {
-        const bool m = x[i] <= 0.0;
-        mask[i] = m;
-        out[i] = m ? 0.0 : x[i];
-    }
+    relu_forward_scalar(out, mask, x, i, n);
 }
 template <>
 void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
@@ -173,11 +187,7 @@ void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(mask + i),
                             _mm256_and_si256(_mm256_permutevar8x32_epi32(b, order), one));
     }
-    for (; i < n; ++i) {
-        const bool m = x[i] <= 0.0f;
-        mask[i] = m;
-        out[i] = m ? 0.0f : x[i];
-    }
+    relu_forward_scalar(out, mask, x, i, n);
 }
 template <>
 void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
@@ -188,8 +198,7 @@ void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
         const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, zero));
         _mm256_storeu_ps(dout + i, _mm256_and_ps(keep, _mm256_loadu_ps(dout + i)));
     }
-    for (; i < n; ++i)
-        if (mask[i]) dout[i] = 0.0f;
+    relu_backward_scalar(dout, mask, i, n);
 }
 template <>
 void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
@@ -202,8 +211,7 @@ void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
         const __m256d keep = _mm256_castsi256_pd(_mm256_cmpeq_epi64(m, zero));
         _mm256_storeu_pd(dout + i, _mm256_and_pd(keep, _mm256_loadu_pd(dout + i)));
     }
-    for (; i < n; ++i)
-        if (mask[i]) dout[i] = 0.0;
+    relu_backward_scalar(dout, mask, i, n);
 }
 #elif defined(__SSE2__) && BPFAST_VEC_BYTES == 16
 // SSE2 (the generic path on x86-64): four compare results packed to 16 mask bytes; the backward
@@ -218,11 +226,7 @@ void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdi
         _mm_storeu_pd(out + i, _mm_andnot_pd(le, v));
         __builtin_memcpy(mask + i, &kMaskBytes[_mm_movemask_pd(le)], 2);
     }
-    for (; i < n; ++i) {
-        const bool m = x[i] <= 0.0;
-        mask[i] = m;
-        out[i] = m ? 0.0 : x[i];
-    }
+    relu_forward_scalar(out, mask, x, i, n);
 }
 template <>
 void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
@@ -237,8 +241,7 @@ void relu_backward_kernel<double>(double* dout, const bool* mask, ptrdiff_t n) {
         const __m128d keep = _mm_castsi128_pd(_mm_cmpeq_epi32(m64, zero));
         _mm_storeu_pd(dout + i, _mm_and_pd(keep, _mm_loadu_pd(dout + i)));
     }
-    for (; i < n; ++i)
-        if (mask[i]) dout[i] = 0.0;
+    relu_backward_scalar(dout, mask, i, n);
 }
 template <>
 void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
@@ -256,11 +259,7 @@ void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_
         const __m128i b = _mm_packs_epi16(_mm_packs_epi32(m[0], m[1]), _mm_packs_epi32(m[2], m[3]));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_and_si128(b, one));
     }
-    for (; i < n; ++i) {
-        const bool m = x[i] <= 0.0f;
-        mask[i] = m;
-        out[i] = m ? 0.0f : x[i];
-    }
+    relu_forward_scalar(out, mask, x, i, n);
 }
 template <>
 void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
@@ -274,8 +273,7 @@ void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
         const __m128 keep = _mm_castsi128_ps(_mm_cmpeq_epi32(m, zero));
         _mm_storeu_ps(dout + i, _mm_and_ps(keep, _mm_loadu_ps(dout + i)));
     }
-    for (; i < n; ++i)
-        if (mask[i]) dout[i] = 0.0f;
+    relu_backward_scalar(dout, mask, i, n);
 }
 #endif
 
