@@ -2,8 +2,11 @@
 //
 // Every function: take the arrays; check dtype (TypeError), shapes (ValueError naming both) and
 // flags; make aligned C-contiguous copies of inputs that need them and allocate fresh outputs;
-// release the GIL and call the kernel.
+// release the GIL and call the kernel. The common case (float32 or float64 arrays that are
+// already C-contiguous and aligned) is checked off the array descriptors without allocating, and
+// small inputs keep the GIL: releasing and retaking it would cost more than the kernel.
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -15,56 +18,100 @@ namespace bpfast::bindings {
 namespace {
 
 using ssize = py::ssize_t;
+using npy = py::detail::npy_api;
+
+// Raised (as bpfast._core.NotInPlaceError, a ValueError) when relu_backward cannot zero dout in place.
+struct NotInPlace : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Kernels on fewer elements than this run with the GIL held.
+constexpr ssize kReleaseGil = 16384;
+
+template <class F>
+void run_kernel(ssize work, const F& f) {
+    if (work >= kReleaseGil)
+        without_gil(f);
+    else
+        f();
+}
+
+// 1 for float32, 2 for float64 (native byte order), else 0; read off the descriptor.
+int float_code(const py::array& a) {
+    const py::dtype d = a.dtype();
+    if (d.byteorder() == '>') return 0;
+    const int num = d.num();
+    return num == npy::NPY_FLOAT_ ? 1 : num == npy::NPY_DOUBLE_ ? 2 : 0;
+}
+
+// f(float{}) when every array is float32, f(double{}) when every one is float64; otherwise
+// with_float_dtype raises the TypeError that names them.
+template <class F, class... Rest>
+auto float_dispatch(const char* fn, const F& f, const Arg& first, const Rest&... rest) {
+    const int code = float_code(first.array);
+    if (code != 0 && ((float_code(rest.array) == code) && ...)) {
+        if (code == 1) return f(float{});
+        return f(double{});
+    }
+    return with_float_dtype(fn, {first, rest...}, f);
+}
+
+// a, whose dtype is T, itself when C-contiguous and aligned, else an aligned C-contiguous copy.
+template <class T>
+py::array_t<T> c_array(const py::array& a) {
+    if (is_c_aligned(a)) return py::reinterpret_borrow<py::array_t<T>>(a);
+    return contiguous<T>(a);
+}
 
 std::pair<py::array, py::array> relu_forward_py(const py::array& x, bool ref) {
-    return with_float_dtype("relu_forward", {{"x", x}}, [&](auto tag) -> std::pair<py::array, py::array> {
+    return float_dispatch("relu_forward", [&](auto tag) -> std::pair<py::array, py::array> {
         using T = decltype(tag);
-        auto xc = contiguous<T>(x);
+        auto xc = c_array<T>(x);
         py::array_t<T> out(shape_vector(x));
         py::array_t<bool> mask(shape_vector(x));
         T* o = out.mutable_data();
         bool* m = mask.mutable_data();
         const T* px = xc.data();
         const ssize n = x.size();
-        without_gil([=] { (ref ? relu_forward_ref<T> : relu_forward<T>)(o, m, px, n); });
+        run_kernel(n, [=] { (ref ? relu_forward_ref<T> : relu_forward<T>)(o, m, px, n); });
         return {out, mask};
-    });
+    }, Arg{"x", x});
 }
 
 void relu_backward_py(py::array dout, const py::array& mask, bool ref) {
     const char* fn = "relu_backward";
-    with_float_dtype(fn, {{"dout", dout}}, [&](auto tag) {
+    float_dispatch(fn, [&](auto tag) {
         using T = decltype(tag);
-        if (!py::isinstance<py::array_t<bool>>(mask))
+        if (mask.dtype().num() != npy::NPY_BOOL_)
             throw py::type_error(std::string(fn) + ": mask has dtype " + dtype_of(mask) + "; expected bool");
         expect_same_shape(fn, {"dout", dout}, {"mask", mask});
         if (!dout.writeable()) throw py::value_error(std::string(fn) + ": dout is read-only; it is zeroed in place");
         if (!is_c_aligned(dout))
-            throw py::value_error(std::string(fn) +
-                                  ": dout must be C-contiguous and aligned to be zeroed in place "
-                                  "(bpfast.backends.cpp falls back to np.putmask)");
-        auto maskc = contiguous<bool>(mask);
+            throw NotInPlace(std::string(fn) +
+                             ": dout must be C-contiguous and aligned to be zeroed in place "
+                             "(bpfast.backends.cpp falls back to np.putmask)");
+        auto maskc = c_array<bool>(mask);
         T* d = static_cast<T*>(dout.mutable_data());
         const bool* m = maskc.data();
         const ssize n = dout.size();
-        without_gil([=] { (ref ? relu_backward_ref<T> : relu_backward<T>)(d, m, n); });
-    });
+        run_kernel(n, [=] { (ref ? relu_backward_ref<T> : relu_backward<T>)(d, m, n); });
+    }, Arg{"dout", dout});
 }
 
 // out = kernel(x) elementwise, any shape; pick(tag) gives the kernel for T = decltype(tag)
 template <class Pick>
 py::array unary_py(const char* fn, const py::array& x, Pick pick) {
-    return with_float_dtype(fn, {{"x", x}}, [&](auto tag) -> py::array {
+    return float_dispatch(fn, [&](auto tag) -> py::array {
         using T = decltype(tag);
         void (*kernel)(T*, const T*, ptrdiff_t) = pick(tag);
-        auto xc = contiguous<T>(x);
+        auto xc = c_array<T>(x);
         py::array_t<T> out(shape_vector(x));
         T* o = out.mutable_data();
         const T* px = xc.data();
         const ssize n = x.size();
-        without_gil([=] { kernel(o, px, n); });
+        run_kernel(n, [=] { kernel(o, px, n); });
         return out;
-    });
+    }, Arg{"x", x});
 }
 
 py::array sigmoid_forward_py(const py::array& x, bool ref) {
@@ -76,17 +123,17 @@ py::array sigmoid_forward_py(const py::array& x, bool ref) {
 
 py::array sigmoid_backward_py(const py::array& dout, const py::array& out, bool ref) {
     const char* fn = "sigmoid_backward";
-    return with_float_dtype(fn, {{"dout", dout}, {"out", out}}, [&](auto tag) -> py::array {
+    return float_dispatch(fn, [&](auto tag) -> py::array {
         using T = decltype(tag);
         expect_same_shape(fn, {"dout", dout}, {"out", out});
-        auto doutc = contiguous<T>(dout), outc = contiguous<T>(out);
+        auto doutc = c_array<T>(dout), outc = c_array<T>(out);
         py::array_t<T> dx(shape_vector(dout));
         T* pdx = dx.mutable_data();
         const T *pdout = doutc.data(), *pout = outc.data();
         const ssize n = dout.size();
-        without_gil([=] { (ref ? sigmoid_backward_ref<T> : sigmoid_backward<T>)(pdx, pdout, pout, n); });
+        run_kernel(n, [=] { (ref ? sigmoid_backward_ref<T> : sigmoid_backward<T>)(pdx, pdout, pout, n); });
         return dx;
-    });
+    }, Arg{"dout", dout}, Arg{"out", out});
 }
 
 // _exp: bpfast's vector exp, any shape (a test hook for its accuracy)
@@ -97,17 +144,17 @@ py::array exp_py(const py::array& x) {
 // softmax along the last axis: x is (..., C)
 py::array softmax_py(const py::array& x, bool ref) {
     const char* fn = "softmax";
-    return with_float_dtype(fn, {{"x", x}}, [&](auto tag) -> py::array {
+    return float_dispatch(fn, [&](auto tag) -> py::array {
         using T = decltype(tag);
         if (x.ndim() < 1) throw py::value_error(std::string(fn) + ": x must have at least one axis, got shape ()");
         const ssize C = x.shape(x.ndim() - 1), N = C ? x.size() / C : 0;
-        auto xc = contiguous<T>(x);
+        auto xc = c_array<T>(x);
         py::array_t<T> y(shape_vector(x));
         T* py_ = y.mutable_data();
         const T* px = xc.data();
-        without_gil([=] { (ref ? softmax_ref<T> : softmax<T>)(py_, px, N, C); });
+        run_kernel(4 * N * C, [=] { (ref ? softmax_ref<T> : softmax<T>)(py_, px, N, C); });
         return y;
-    });
+    }, Arg{"x", x});
 }
 
 // Labels t (N,) of any integer dtype, as int64, each checked to lie in [0, C).
@@ -139,16 +186,18 @@ bool check_xent_args(const char* fn, const char* xname, const py::array& x, cons
     return false;
 }
 
-std::vector<Arg> xent_float_args(const char* xname, const py::array& x, const py::array& t, bool onehot) {
-    std::vector<Arg> args{{xname, x}};
-    if (onehot) args.push_back({"t", t});
-    return args;
+// f(tag) for the float dtype of x (and of one-hot t): the TypeError names both when they differ.
+template <class F>
+auto xent_dispatch(const char* fn, const char* xname, const py::array& x, const py::array& t, bool onehot,
+                   const F& f) {
+    if (onehot) return float_dispatch(fn, f, Arg{xname, x}, Arg{"t", t});
+    return float_dispatch(fn, f, Arg{xname, x});
 }
 
 py::tuple softmax_xent_forward_py(const py::array& x, const py::array& t, bool ref) {
     const char* fn = "softmax_xent_forward";
     const bool onehot = check_xent_args(fn, "x", x, t);
-    return with_float_dtype(fn, xent_float_args("x", x, t, onehot), [&](auto tag) -> py::tuple {
+    return xent_dispatch(fn, "x", x, t, onehot, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
         const ssize N = x.shape(0), C = x.shape(1);
         if (N == 0)
@@ -156,21 +205,21 @@ py::tuple softmax_xent_forward_py(const py::array& x, const py::array& t, bool r
                                   "); the loss divides by N");
         if (C == 0 && onehot)
             throw py::value_error(std::string(fn) + ": x has no classes (shape " + shape_of(x) + ")");
-        auto xc = contiguous<T>(x);
+        auto xc = c_array<T>(x);
         py::array_t<T> y({N, C});
         T* py_ = y.mutable_data();
         const T* px = xc.data();
         double loss = 0;
         if (onehot) {
-            auto tc = contiguous<T>(t);
+            auto tc = c_array<T>(t);
             const T* pt = tc.data();
-            without_gil([&] {
+            run_kernel(4 * N * C, [&] {
                 loss = (ref ? softmax_xent_forward_onehot_ref<T> : softmax_xent_forward_onehot<T>)(py_, px, pt, N, C);
             });
         } else {
             auto labels = checked_labels(fn, x, t);
             const std::int64_t* pl = labels.data();
-            without_gil([&] { loss = (ref ? softmax_xent_forward_ref<T> : softmax_xent_forward<T>)(py_, px, pl, N, C); });
+            run_kernel(4 * N * C, [&] { loss = (ref ? softmax_xent_forward_ref<T> : softmax_xent_forward<T>)(py_, px, pl, N, C); });
         }
         return py::make_tuple(y, py::dtype::of<T>().attr("type")(loss));
     });
@@ -179,23 +228,23 @@ py::tuple softmax_xent_forward_py(const py::array& x, const py::array& t, bool r
 py::array softmax_xent_backward_py(const py::array& y, const py::array& t, bool ref) {
     const char* fn = "softmax_xent_backward";
     const bool onehot = check_xent_args(fn, "y", y, t);
-    return with_float_dtype(fn, xent_float_args("y", y, t, onehot), [&](auto tag) -> py::array {
+    return xent_dispatch(fn, "y", y, t, onehot, [&](auto tag) -> py::array {
         using T = decltype(tag);
         const ssize N = y.shape(0), C = y.shape(1);
-        auto yc = contiguous<T>(y);
+        auto yc = c_array<T>(y);
         py::array_t<T> dx({N, C});
         T* pdx = dx.mutable_data();
         const T* py_ = yc.data();
         if (onehot) {
-            auto tc = contiguous<T>(t);
+            auto tc = c_array<T>(t);
             const T* pt = tc.data();
-            without_gil([=] {
+            run_kernel(N * C, [=] {
                 (ref ? softmax_xent_backward_onehot_ref<T> : softmax_xent_backward_onehot<T>)(pdx, py_, pt, N, C);
             });
         } else {
             auto labels = checked_labels(fn, y, t);
             const std::int64_t* pl = labels.data();
-            without_gil([=] { (ref ? softmax_xent_backward_ref<T> : softmax_xent_backward<T>)(pdx, py_, pl, N, C); });
+            run_kernel(N * C, [=] { (ref ? softmax_xent_backward_ref<T> : softmax_xent_backward<T>)(pdx, py_, pl, N, C); });
         }
         return dx;
     });
@@ -233,6 +282,7 @@ void register_ops(py::module_& m, bool ref) {
 }  // namespace
 
 void register_elementwise(py::module_& m) {
+    py::register_exception<NotInPlace>(m, "NotInPlaceError", PyExc_ValueError);
     register_ops(m, false);
     py::module_ ref = py::hasattr(m, "_ref") ? py::reinterpret_borrow<py::module_>(m.attr("_ref"))
                                              : m.def_submodule("_ref", "the plain _ref twins of the fast kernels (tests)");

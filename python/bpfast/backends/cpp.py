@@ -1,8 +1,9 @@
 """The C++ backend: the kernels of the compiled core ``bpfast._core``, same interface as ``numpy_ref``.
 
 The functions are the extension's own; each checks dtypes and shapes, copies inputs that are
-not C-contiguous and aligned, and runs its kernel with the GIL released. The only Python
-here is ``relu_backward``'s fallback for a ``dout`` the kernel cannot zero in place.
+not C-contiguous and aligned, and runs its kernel (with the GIL released unless the input is
+small). The only Python here is ``relu_backward``'s fallback for a ``dout`` the kernel cannot
+zero in place (it raises ``NotInPlaceError``, a ValueError, without touching it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bpfast._core import (  # noqa: F401  (re-exported: the backend interface)
     two_layer_gradient,
     two_layer_train_step,
 )
+from bpfast._core import NotInPlaceError as _NotInPlaceError
 from bpfast._core import relu_backward as _relu_backward
 
 name = "cpp"
@@ -35,7 +37,7 @@ if os.environ.get("BPFAST_GEMM"):  # BPFAST_GEMM=scipy: SciPy's BLAS for the mat
 
 def relu_backward(dout, mask):
     """Zeroes dout where mask is set, in place (dout is writable and has mask's shape)."""
-    if dout.flags.c_contiguous and dout.flags.aligned:
+    try:
         _relu_backward(dout, mask)
-    else:
+    except _NotInPlaceError:  # dout is not C-contiguous and aligned: NumPy zeroes it where it lies
         np.putmask(dout, mask, 0)
