@@ -279,3 +279,21 @@ def run_python(args, **env_overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], env=python_env(**env_overrides), capture_output=True, text=True, timeout=120
     )
+
+
+KERNEL_PATHS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=KERNEL_PATHS)
+def cpu_path(request):
+    """Run the test on one kernel path of the compiled core (skipped where it cannot run)."""
+    core = pytest.importorskip("bpfast._core", reason="the compiled core is not built")
+    if request.param not in core.info()["kernel_paths_compiled"]:
+        pytest.skip(f"{request.param} is not compiled into this build")
+    chosen = core._set_cpu_path(request.param)
+    try:
+        if chosen != request.param:
+            pytest.skip(f"{request.param}: {core.info()['kernel_path_reason']}")
+        yield chosen
+    finally:
+        core._set_cpu_path(os.environ.get("BPFAST_CPU") or None)

@@ -25,16 +25,6 @@ AFFINE_SHAPES = [
 ]
 
 
-@pytest.fixture(params=PATHS)
-def cpu_path(request):
-    """Run the test on one kernel path (skipped when this CPU cannot run it)."""
-    chosen = _core._set_cpu_path(request.param)
-    try:
-        if chosen != request.param:
-            pytest.skip(f"{request.param}: {_core.info()['kernel_path_reason']}")
-        yield chosen
-    finally:
-        _core._set_cpu_path(os.environ.get("BPFAST_CPU") or None)
 
 
 def rng_array(shape, dtype, seed=0, scale=1.0):

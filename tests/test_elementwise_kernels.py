@@ -11,7 +11,7 @@ import pytest
 _core = pytest.importorskip("bpfast._core")
 import bpfast  # noqa: E402
 from bpfast.backends import numpy_ref  # noqa: E402
-from test_core_bindings import cpu_path, elementwise_tol, one_hot, rng_array  # noqa: E402, F401 (cpu_path: a fixture)
+from test_core_bindings import elementwise_tol, one_hot, rng_array  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 # Around the vector widths (4, 8, 16 floats; 2, 4, 8 doubles) and the unrolled loops, plus large.

@@ -5,7 +5,6 @@ BLAS escape hatch."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import pytest
 _core = pytest.importorskip("bpfast._core")
 
 INFO = _core.info()
-PATHS = [p for p in ("generic", "avx2", "avx512") if p in INFO["kernel_paths_compiled"]]
 KINDS = ["float32", "float64", "mixed"]  # mixed: float32 A, float64 B and C
 SIZES = [1, 2, 3, 7, 13, 15, 17, 31, 33, 47, 63, 65, 100, 127, 129, 255, 257, 784]
 # Each size as M, as N and as K against small partners, then shapes off every block and the book's.
@@ -25,15 +23,6 @@ SHAPES = (
 )
 
 
-@pytest.fixture(params=PATHS)
-def cpu_path(request):
-    chosen = _core._set_cpu_path(request.param)
-    try:
-        if chosen != request.param:
-            pytest.skip(f"{request.param}: {_core.info()['kernel_path_reason']}")
-        yield chosen
-    finally:
-        _core._set_cpu_path(os.environ.get("BPFAST_CPU") or None)
 
 
 def operands(kind, M, N, K, trans_a, trans_b, seed=0):
