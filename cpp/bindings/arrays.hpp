@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +66,21 @@ py::array_t<T> contiguous(const py::array& a) {
     if (py::isinstance<py::array_t<T>>(a) && is_c_aligned(a)) return py::reinterpret_borrow<py::array_t<T>>(a);
     return py::module_::import("numpy").attr("array")(a, py::arg("dtype") = py::dtype::of<T>(),
                                                       py::arg("order") = "C", py::arg("copy") = true);
+}
+
+// Labels t (N,) of any integer dtype as int64, each checked to lie in [0, C) (ValueError naming
+// the first that does not), before any kernel indexes with them.
+inline py::array_t<std::int64_t> checked_labels(const char* fn, const py::array& t, py::ssize_t C) {
+    const char kind = t.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+        throw py::type_error(std::string(fn) + ": labels t have dtype " + dtype_of(t) + "; expected an integer dtype");
+    auto labels = contiguous<std::int64_t>(t);
+    const std::int64_t* p = labels.data();
+    for (py::ssize_t i = 0; i < labels.size(); ++i)
+        if (p[i] < 0 || p[i] >= C)
+            throw py::value_error(std::string(fn) + ": label " + std::to_string(p[i]) + " at index " +
+                                  std::to_string(i) + " is outside [0, " + std::to_string(C) + ")");
+    return labels;
 }
 
 // Check that every argument is float32 or float64 (TypeError naming the dtype) and that all share

@@ -157,20 +157,10 @@ py::array softmax_py(const py::array& x, bool ref) {
     }, Arg{"x", x});
 }
 
-// Labels t (N,) of any integer dtype, as int64, each checked to lie in [0, C).
+// Labels t (N,) for x (N,C): the row counts must agree, then the shared checks.
 py::array_t<std::int64_t> checked_labels(const char* fn, const py::array& x, const py::array& t) {
-    const char kind = t.dtype().kind();
-    if (kind != 'i' && kind != 'u')
-        throw py::type_error(std::string(fn) + ": labels t have dtype " + dtype_of(t) + "; expected an integer dtype");
     if (t.shape(0) != x.shape(0)) shape_error(fn, {"x", x}, {"t", t});
-    auto labels = contiguous<std::int64_t>(t);
-    const std::int64_t* p = labels.data();
-    const ssize C = x.shape(1);
-    for (ssize i = 0; i < labels.size(); ++i)
-        if (p[i] < 0 || p[i] >= C)
-            throw py::value_error(std::string(fn) + ": label " + std::to_string(p[i]) + " at index " +
-                                  std::to_string(i) + " is outside [0, " + std::to_string(C) + ")");
-    return labels;
+    return bindings::checked_labels(fn, t, x.shape(1));
 }
 
 // x is (N,C), t is (N,) labels or (N,C) one-hot: the shared checks; returns whether t is one-hot.

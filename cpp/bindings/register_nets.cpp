@@ -46,20 +46,6 @@ Shapes check_shapes(const char* fn, const py::array& x, const py::array& t, cons
     return s;
 }
 
-// Labels of any integer dtype as int64, each in [0, C).
-py::array_t<std::int64_t> checked_labels(const char* fn, const py::array& t, ssize C) {
-    const char kind = t.dtype().kind();
-    if (kind != 'i' && kind != 'u')
-        throw py::type_error(std::string(fn) + ": labels t have dtype " + dtype_of(t) + "; expected an integer dtype");
-    auto labels = contiguous<std::int64_t>(t);
-    const std::int64_t* p = labels.data();
-    for (ssize i = 0; i < labels.size(); ++i)
-        if (p[i] < 0 || p[i] >= C)
-            throw py::value_error(std::string(fn) + ": label " + std::to_string(p[i]) + " at index " +
-                                  std::to_string(i) + " is outside [0, " + std::to_string(C) + ")");
-    return labels;
-}
-
 // A parameter updated in place: dtype T, aligned, C-contiguous and writable.
 template <class T>
 T* writable_param(const char* fn, const char* name, py::array& p) {
