@@ -54,7 +54,7 @@ def _digits(seed):
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     t = digits.target.astype(np.uint8)
-    order = np.random.default_rng(seed if seed is not None else 0).permutation(len(x))
+    order = np.random.default_rng(seed).permutation(len(x))
     cut = int(len(x) * 0.8)
     return (x[order[:cut]], t[order[:cut]]), (x[order[cut:]], t[order[cut:]])
 
@@ -71,8 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.backend:
         bpfast.set_backend(args.backend)
-    if args.seed is not None:
-        np.random.seed(args.seed)
+    np.random.seed(args.seed)
     (x_train, t_train), (x_test, t_test), source = _load_data(args)
     iters = args.iters if args.epochs is None else max(args.epochs * x_train.shape[0] // args.batch_size, 1)
     net = TwoLayerNet(x_train.shape[1], args.hidden, int(t_train.max()) + 1, dtype=args.dtype)
@@ -155,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int, help="epochs instead of --iters")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
     train.add_argument("--backend", choices=("cpp", "numba", "numpy"), help="kernel backend (default: fastest)")
-    train.add_argument("--seed", type=int, help="seed NumPy's global generator (the book's stream)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of NumPy's global generator, which the book's loop draws from (default 0: "
+                            "every run gives the same numbers; pass another to draw again)")
     train.add_argument("--dataset", choices=("mnist", "fashion-mnist", "digits"), default="mnist")
     train.add_argument("--data", metavar="DIR", help="folder holding the four IDX .gz files")
     train.add_argument("--plot", metavar="FILE.png", help="write accuracy and loss curves")
