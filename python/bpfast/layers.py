@@ -8,6 +8,8 @@ zeroes ``dout`` in place and returns it, as the book does).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bpfast import _arrays
@@ -117,12 +119,12 @@ class Affine:
         if x.ndim == 0:
             raise ValueError(f"Affine: x must have a batch axis, got shape {x.shape}")
         n = x.shape[0]
-        x2 = x.reshape(n, int(np.prod(x.shape[1:], dtype=np.int64)))
+        x2 = x if x.ndim == 2 else x.reshape(n, math.prod(x.shape[1:]))
         _arrays.require_shape(W.ndim == 2 and x2.shape[1] == W.shape[0], "Affine", ("x", x.shape), ("W", W.shape))
         _arrays.require_shape(b.shape in ((W.shape[1],), (1, W.shape[1])), "Affine", ("b", b.shape), ("W", W.shape))
         self.original_x_shape = x.shape
         self.x = x2
-        dtype = np.result_type(x2, W, b)
+        dtype = W.dtype if x2.dtype == W.dtype == b.dtype else np.result_type(x2, W, b)
         if _arrays.kernel_dtype(dtype) is None:
             return numpy_ref.affine_forward(x2, W, b)
         cast = _arrays.cast
@@ -149,6 +151,8 @@ def _mixed_ok(backend, x, dtype) -> bool:
 
 def _affine_backward(dout, x, W):
     """(dx, dW, db) with the dtypes NumPy's formulas would give, computed in one kernel dtype."""
+    if dout.dtype == x.dtype == W.dtype and _arrays.kernel_dtype(W.dtype) is not None:
+        return current().affine_backward(dout, x, W)  # one dtype: nothing to convert
     dtype = np.result_type(dout, x, W)
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.affine_backward(dout, x, W)
