@@ -1,9 +1,10 @@
 // The thread pool behind parallel_for (see bpfast/threads.hpp for the contract).
 //
 // A region publishes (job, n_chunks) and bumps a generation counter; workers and the caller
-// take chunks from an atomic counter until none are left; the caller then waits for the
-// workers to finish the chunks they took. Workers spin on the generation for a short while
-// before sleeping on a condition variable.
+// take chunks from an atomic counter until none are left; the caller then waits until every
+// chunk is done (never for a worker that has not woken: the caller ran its share), closes the
+// region and waits for the workers inside it to leave. Workers spin on the generation for a
+// short while before sleeping on a condition variable.
 #include "bpfast/threads.hpp"
 
 #include <algorithm>
@@ -52,21 +53,22 @@ public:
             job_ = &f;
             n_chunks_ = n_chunks;
             next_.store(0, std::memory_order_relaxed);
+            done_.store(0, std::memory_order_relaxed);
             participants_ = wanted - 1;
-            busy_.store(wanted - 1, std::memory_order_relaxed);
+            open_ = true;
             generation_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
         take_chunks(f, n_chunks);
-        // Wait for the workers' last chunks: spin, then yield the core (it may be the one a
-        // descheduled worker needs when the machine is oversubscribed).
-        for (int spins = 0; busy_.load(std::memory_order_acquire) != 0; ++spins) {
-            if (spins < 2000) {
-                BPFAST_PAUSE();
-            } else {
-                std::this_thread::yield();
-            }
+        // Wait for the chunks workers took (not for workers that never woke: the caller ran
+        // their share). Spin, then yield the core a descheduled worker may need.
+        wait_until([&] { return done_.load(std::memory_order_acquire) == n_chunks; });
+        {
+            // Close the region: a worker waking late finds it closed and leaves f alone.
+            std::lock_guard<std::mutex> lock(mutex_);
+            open_ = false;
         }
+        wait_until([&] { return active_.load(std::memory_order_acquire) == 0; });
     }
 
     // After fork() in the child: the workers did not come along. Forget them (their
@@ -77,7 +79,8 @@ public:
         new (&region_mutex_) std::mutex();
         new (&wake_) std::condition_variable();
         workers_ = new std::vector<std::thread>();
-        busy_.store(0);
+        active_.store(0);
+        open_ = false;
     }
 
 private:
@@ -94,6 +97,18 @@ private:
         for (std::ptrdiff_t c = next_.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
              c = next_.fetch_add(1, std::memory_order_relaxed)) {
             f(c);
+            done_.fetch_add(1, std::memory_order_acq_rel);
+        }
+    }
+
+    template <class Ready>
+    static void wait_until(Ready ready) {
+        for (int spins = 0; !ready(); ++spins) {
+            if (spins < 2000) {
+                BPFAST_PAUSE();
+            } else {
+                std::this_thread::yield();
+            }
         }
     }
 
@@ -103,18 +118,18 @@ private:
             wait_for_new_generation(seen);
             const std::function<void(std::ptrdiff_t)>* job;
             std::ptrdiff_t n_chunks;
-            bool takes_part;
             {
-                // Read the generation with the job it describes: each region is joined once.
+                // Join the region under the lock, only while it is open: the caller then waits
+                // for this worker (active_) before f goes out of scope.
                 std::lock_guard<std::mutex> lock(mutex_);
                 seen = generation_.load(std::memory_order_relaxed);
+                if (!open_ || index >= participants_) continue;
+                active_.fetch_add(1, std::memory_order_acq_rel);
                 job = job_;
                 n_chunks = n_chunks_;
-                takes_part = index < participants_;
             }
-            if (!takes_part) continue;
             take_chunks(*job, n_chunks);
-            busy_.fetch_sub(1, std::memory_order_acq_rel);
+            active_.fetch_sub(1, std::memory_order_acq_rel);
         }
     }
 
@@ -139,8 +154,10 @@ private:
     const std::function<void(std::ptrdiff_t)>* job_ = nullptr;
     std::ptrdiff_t n_chunks_ = 0;
     int participants_ = 0;
-    std::atomic<std::ptrdiff_t> next_{0};
-    std::atomic<int> busy_{0};
+    bool open_ = false;                     // the region accepts workers (guarded by mutex_)
+    std::atomic<std::ptrdiff_t> next_{0};  // the next chunk to take
+    std::atomic<std::ptrdiff_t> done_{0};  // chunks finished
+    std::atomic<int> active_{0};           // workers inside the region
     std::vector<std::thread>* workers_ = new std::vector<std::thread>();  // never freed: detached workers
 };
 
