@@ -11,11 +11,13 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pytest
+
+import bpfast
 from conftest import DTYPES, normal
 
 from bpfast import functions as F
 from bpfast.gradient import numerical_gradient
-from bpfast.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from bpfast.layers import Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from bpfast.nets import TwoLayerNet
 
 
@@ -63,6 +65,58 @@ OBJECTS = np.array([[object(), 1.0]], dtype=object)
 READ_ONLY = np.ones((2, 3))
 READ_ONLY.flags.writeable = False
 LOSSES = {"SoftmaxWithLoss": swl_forward, "cross_entropy_error": F.cross_entropy_error, "softmax_loss": F.softmax_loss}
+
+def net_call(method, *args):
+    """``method`` of a fresh, seeded 4-5-3 TwoLayerNet called with ``args``."""
+    np.random.seed(0)
+    return getattr(TwoLayerNet(4, 5, 3), method)(*args)
+
+
+def read_only_param_step(x, t):
+    """A net whose W2 is read-only refuses the step before it updates W1 and b1."""
+    net = TwoLayerNet(4, 5, 3)
+    before = {key: value.copy() for key, value in net.params.items()}
+    net.params["W2"].flags.writeable = False
+    try:
+        return net.train_step(x, t, 0.1)
+    finally:
+        for key, value in before.items():
+            np.testing.assert_array_equal(net.params[key], value, err_msg=key)
+
+
+X34 = np.linspace(-1, 1, 12).reshape(3, 4)
+T3 = np.array([0, 1, 2])
+# Labels beyond 2**31 and 2**32, unsigned and narrow: every label is checked as what it is,
+# never truncated to 32 bits before the range check.
+HUGE_LABELS = {
+    "2**31": (np.array([0, 2**31, 1]), r"label 2147483648 at index 1 .*outside \[0, 3\)"),
+    "2**32+1": (np.array([0, 1, 2**32 + 1]), r"label 4294967297 at index 2 .*outside \[0, 3\)"),
+    "-2**63": (np.array([np.iinfo(np.int64).min, 0, 1]), r"label -9223372036854775808 at index 0"),
+    "uint64-max": (np.array([0, 1, 2**64 - 1], dtype=np.uint64), r"label 18446744073709551615 at index 2"),
+    "int8-negative": (np.array([0, -1, 2], dtype=np.int8), r"label -1 at index 1"),
+    "big-endian": (np.array([0, 3, 1], dtype=">i8"), r"label 3 at index 1"),
+}
+NET_ROWS = [
+    *(
+        BadInput(f"TwoLayerNet.{method}-labels-{name}", net_call, (method, X34, t), ValueError, pattern)
+        for method in ("loss", "gradient", "numerical_gradient")
+        for name, (t, pattern) in HUGE_LABELS.items()
+    ),
+    *(
+        BadInput(f"TwoLayerNet.train_step-labels-{name}", net_call, ("train_step", X34, t, 0.1), ValueError, pattern)
+        for name, (t, pattern) in HUGE_LABELS.items()
+    ),
+    BadInput("TwoLayerNet.gradient-bool-labels", net_call, ("gradient", X34, T3 > 0), TypeError, r"labels must be integers.*bool"),
+    BadInput("TwoLayerNet.gradient-x-vs-W1", net_call, ("gradient", np.ones((3, 5)), T3), ValueError, shapes((3, 5), (4, 5))),
+    BadInput("TwoLayerNet.gradient-x-1d", net_call, ("gradient", np.ones(4), T3[:1]), ValueError, shapes((4,), (4, 5))),
+    BadInput("TwoLayerNet.gradient-x-none", net_call, ("gradient", None, T3), TypeError, r"x must be a numeric array"),
+    BadInput("TwoLayerNet.gradient-empty", net_call, ("gradient", np.ones((0, 4)), T3[:0]), ValueError, r"empty batch"),
+    BadInput("TwoLayerNet.gradient-onehot", net_call, ("gradient", X34, np.eye(4)[:3]), ValueError, shapes((3, 3), (3, 4))),
+    BadInput("TwoLayerNet.predict-strings", net_call, ("predict", np.array([["a"] * 4])), TypeError, r"real numeric array"),
+    BadInput("TwoLayerNet.train_step-lr-string", net_call, ("train_step", X34, T3, "0.1"), TypeError, r"lr must be a real number, got str"),
+    BadInput("TwoLayerNet.train_step-lr-none", net_call, ("train_step", X34, T3, None), TypeError, r"lr must be a real number"),
+    BadInput("TwoLayerNet.train_step-read-only", read_only_param_step, (X34, T3), ValueError, r"params \['W2'\] are read-only"),
+]
 
 ROWS = [
     # Labels outside [0, C), negative labels, float labels, one-hot of the wrong shape, empty batches.
@@ -133,6 +187,8 @@ ROWS = [
     BadInput("numerical_gradient-list", numerical_gradient, (lambda x: 0.0, [1.0, 2.0]), TypeError, r"ndarray"),
     BadInput("numerical_gradient-read-only", numerical_gradient, (lambda x: 0.0, READ_ONLY), ValueError, r"read-only"),
     BadInput("TwoLayerNet-int-dtype", lambda: TwoLayerNet(2, 2, 2, dtype=np.int32), (), TypeError, r"float32 or float64"),
+    BadInput("MulLayer-backward-before-forward", lambda: MulLayer().backward(1.0), (), RuntimeError, r"backward called before"),
+    *NET_ROWS,
 ]
 
 
@@ -203,3 +259,93 @@ def test_empty_batch_gives_empty_outputs(backend, dtype):
         out = act.forward(np.zeros((0, 5), dtype=dtype))
         assert out.shape == (0, 5) and out.dtype == dtype
         assert act.backward(np.zeros((0, 5), dtype=dtype)).shape == (0, 5)
+
+
+# --- Odd but valid input: every backend gives the reference's answer, dtype included ---
+
+
+def with_specials(values):
+    """``values`` with NaN, +inf and -inf in the first row (the rest stays finite)."""
+    values = values.astype(np.float64)
+    values[0, :3] = np.nan, np.inf, -np.inf
+    return values
+
+
+VALUES = np.linspace(-3, 3, 35).reshape(5, 7)
+ODD_INPUTS = {
+    "big-endian-f8": lambda: VALUES.astype(">f8"),
+    "big-endian-f4": lambda: VALUES.astype(">f4"),
+    "float16": lambda: VALUES.astype(np.float16),
+    "longdouble": lambda: VALUES.astype(np.longdouble),
+    "int16": lambda: (VALUES * 3).astype(np.int16),
+    "uint8": lambda: (VALUES * 3 + 9).astype(np.uint8),
+    "broadcast": lambda: np.broadcast_to(VALUES[2], VALUES.shape),
+    "broadcast-column": lambda: np.broadcast_to(VALUES[:, :1], VALUES.shape),
+    "nan-inf": lambda: with_specials(VALUES),
+    "nan-inf-f4": lambda: with_specials(VALUES).astype(np.float32),
+}
+LABELS5 = np.array([0, 6, 3, 3, 1])
+
+
+def layer_pass(layer, x, *forward_args):
+    """A layer's forward output, then its backward result(s) for dout = ones, then its grads."""
+    out = layer.forward(x, *forward_args)
+    back = layer.backward(np.ones_like(out)) if forward_args == () else layer.backward()
+    grads = [getattr(layer, name) for name in ("dW", "db") if hasattr(layer, name)]
+    return [out, *(back if isinstance(back, tuple) else (back,)), *grads]
+
+
+ODD_OPS = {
+    "identity_function": lambda x: [F.identity_function(x)],
+    "step_function": lambda x: [F.step_function(x)],
+    "sigmoid": lambda x: [F.sigmoid(x)],
+    "sigmoid_grad": lambda x: [F.sigmoid_grad(x)],
+    "relu": lambda x: [F.relu(x)],
+    "relu_grad": lambda x: [F.relu_grad(x)],
+    "softmax": lambda x: [F.softmax(x)],
+    "softmax-1d": lambda x: [F.softmax(x[1])],
+    "sum_squared_error": lambda x: [F.sum_squared_error(x, np.full(x.shape, 0.5))],
+    "cross_entropy_error": lambda x: [F.cross_entropy_error(np.abs(x) / 10, LABELS5)],
+    "softmax_loss": lambda x: [F.softmax_loss(x, LABELS5)],
+    "Relu": lambda x: layer_pass(Relu(), x),
+    "Sigmoid": lambda x: layer_pass(Sigmoid(), x),
+    "Affine-x": lambda x: layer_pass(Affine(np.linspace(-1, 1, 21).reshape(7, 3), np.arange(3.0)), x),
+    "Affine-W": lambda x: layer_pass(Affine(x.T, np.arange(5.0)), np.linspace(-1, 1, 14).reshape(2, 7)),
+    "SoftmaxWithLoss-labels": lambda x: layer_pass(SoftmaxWithLoss(), x, LABELS5),
+    "SoftmaxWithLoss-onehot": lambda x: layer_pass(SoftmaxWithLoss(), x, np.eye(7)[LABELS5]),
+    "MulLayer": lambda x: mul_pass(x),
+}
+
+
+def mul_pass(x):
+    layer = MulLayer()
+    out = layer.forward(x, 2.5)
+    return [out, *layer.backward(np.ones_like(out))]
+
+
+def tolerance(dtype):
+    """Relative tolerance for results computed in ``dtype`` (exact for integers and bools)."""
+    return {2: 2e-3, 4: 1e-5}.get(dtype.itemsize, 1e-12) if dtype.kind == "f" else 0
+
+
+def run_quietly(op, x):
+    """``op(x)`` with NumPy's floating-point warnings off (NaN and inf inputs raise them)."""
+    with np.errstate(all="ignore"):
+        return [np.asarray(r) for r in op(x)]
+
+
+@pytest.mark.parametrize("op", list(ODD_OPS))
+@pytest.mark.parametrize("kind", list(ODD_INPUTS))
+def test_odd_input_gives_the_reference_answer(backend, op, kind):
+    x = ODD_INPUTS[kind]()
+    before = x.copy()
+    with bpfast.use_backend("numpy"):
+        expected = run_quietly(ODD_OPS[op], ODD_INPUTS[kind]())
+    got = run_quietly(ODD_OPS[op], x)
+    np.testing.assert_array_equal(x, before, err_msg="the input was modified")
+    assert len(got) == len(expected)
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g.dtype == e.dtype and g.shape == e.shape, f"result {i}: {g.dtype}{g.shape} vs {e.dtype}{e.shape}"
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(e), err_msg=f"result {i}: NaN positions")
+        rtol = max(tolerance(g.dtype), tolerance(np.result_type(x, np.float16)))  # float32 work in a float64 result
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol, equal_nan=True, err_msg=f"result {i}")

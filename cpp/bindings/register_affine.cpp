@@ -210,12 +210,18 @@ void register_affine(py::module_& m) {
     register_gemm_and_affine(ref, true);
     m.def(
         "_set_blas_gemm",
-        [](std::uintptr_t sgemm, std::uintptr_t dgemm) {
-            set_blas_gemm(reinterpret_cast<BlasSgemm>(sgemm), reinterpret_cast<BlasDgemm>(dgemm));
+        [](bool on) {
+            if (!on) return set_blas_gemm(nullptr, nullptr);
+            // SciPy exports its Fortran BLAS as PyCapsules (the way Numba finds them); the
+            // addresses never pass through Python, so no caller can hand us a bad pointer.
+            const py::dict capi = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
+            const auto address = [&](const char* name) {
+                return reinterpret_cast<std::uintptr_t>(capi[name].cast<py::capsule>().get_pointer());
+            };
+            set_blas_gemm(reinterpret_cast<BlasSgemm>(address("sgemm")), reinterpret_cast<BlasDgemm>(address("dgemm")));
         },
-        py::arg("sgemm"), py::arg("dgemm"),
-        "Route the GEMM through Fortran BLAS sgemm/dgemm at these addresses (0, 0: bpfast's own); see "
-        "bpfast._blas.");
+        py::arg("on"),
+        "Route the GEMM through SciPy's BLAS sgemm/dgemm (on) or back to bpfast's own kernels; see bpfast._blas.");
     m.def("_gemm_backend", &gemm_backend, "'bpfast' (own kernels) or 'blas' (the escape hatch).");
 }
 

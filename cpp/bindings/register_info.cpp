@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,8 @@ void register_info(py::module_& m) {
         "_pool_selftest",
         [](std::ptrdiff_t n_chunks, int repeats) {
             // Test hook: every chunk of every region must run exactly once.
+            if (n_chunks < 0 || n_chunks > (1 << 24) || repeats < 0)
+                throw py::value_error("_pool_selftest: need 0 <= n_chunks <= 2**24 and repeats >= 0");
             py::gil_scoped_release release;
             std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n_chunks));
             for (int r = 0; r < repeats; ++r) {
@@ -80,8 +83,8 @@ void register_info(py::module_& m) {
         py::arg("n_chunks"), py::arg("repeats"), "Test hook: run parallel_for regions and check the chunk counts.");
     m.def(
         "_set_cpu_path",
-        [](const py::object& path) {
-            return select_path(path.is_none() ? "" : path.cast<std::string>(), "_set_cpu_path").kernels->path;
+        [](const std::optional<std::string>& path) {
+            return select_path(path.value_or(""), "_set_cpu_path").kernels->path;
         },
         py::arg("path"),
         "Test hook: switch the kernel path ('generic', 'avx2', 'avx512'; None re-probes); returns the path "

@@ -33,6 +33,8 @@ class MulLayer:
         return x * y
 
     def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("MulLayer.backward called before MulLayer.forward")
         dx = dout * self.y
         dy = dout * self.x
         return dx, dy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -82,10 +83,15 @@ class TwoLayerNet:
         Fused into the one-call kernel when it can be (the update then happens in place,
         in native code), else ``gradient`` followed by the update in NumPy.
         """
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+            raise TypeError(f"train_step: lr must be a real number, got {type(lr).__name__}")
         fused = self._fused_call(x, t, "two_layer_train_step", lr)
         if fused is not None:
             self._take_fused_results(*fused)
             return self.lastLayer.loss
+        read_only = [key for key in ("W1", "b1", "W2", "b2") if not self.params[key].flags.writeable]
+        if read_only:  # refuse before updating any, so the net is never left half-stepped
+            raise ValueError(f"train_step: params {read_only} are read-only; the SGD update writes them in place")
         grads = self.gradient(x, t)
         for key in ("W1", "b1", "W2", "b2"):
             self.params[key] -= lr * grads[key]
