@@ -62,9 +62,9 @@ py::object affine_forward_py(const py::array& x, const py::array& W, const py::a
         const ssize N = x.shape(0), D = x.shape(1), M = W.shape(1);
         const bool b_ok = (b.ndim() == 1 && b.shape(0) == M) || (b.ndim() == 2 && b.shape(0) == 1 && b.shape(1) == M);
         if (!b_ok) shape_error(fn, {"W", W}, {"b", b});
+        py::array_t<T> out({N, M});  // first: an impossible output fails before any input is copied
         auto xc = contiguous<TX>(x);
         auto Wc = contiguous<T>(W), bc = contiguous<T>(b);
-        py::array_t<T> out({N, M});
         T* o = out.mutable_data();
         const TX* px = xc.data();
         const T *pW = Wc.data(), *pb = bc.data();
@@ -141,6 +141,7 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
         const ssize N = b.shape(trans_b ? 0 : 1);
         if (b.shape(trans_b ? 1 : 0) != K) shape_error(fn, {"a", a}, {"b", b});
         if (has_bias && (bias.ndim() != 1 || bias.shape(0) != N)) shape_error(fn, {"b", b}, {"bias", bias});
+        py::array_t<T> out({M, N});  // first: an impossible output fails before any input is copied
         auto ac = contiguous<TA>(a);
         auto bc = contiguous<T>(b);
         py::object biasc, mask;  // only allocated when asked for
@@ -150,7 +151,6 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
             ep.bias = bcopy.data();
             biasc = std::move(bcopy);
         }
-        py::array_t<T> out({M, N});
         ep.relu = relu;
         if (relu) {
             py::array_t<bool> m({M, N});

@@ -59,6 +59,11 @@ T* writable_param(const char* fn, const char* name, py::array& p) {
 template <class T, class TX>
 py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py::array& t, py::array& W1,
                    py::array& b1, py::array& W2, py::array& b2, const double* lr) {
+    // Outputs first: an impossible size fails before any input is copied.
+    py::array_t<T> h({s.N, s.H}), y({s.N, s.C}), dW1({s.D, s.H}), db1(s.H), dW2({s.H, s.C}), db2(s.C);
+    py::array_t<bool> mask({s.N, s.H});
+    std::unique_ptr<T[]> dy(new T[static_cast<std::size_t>(s.N * s.C)]);
+    std::unique_ptr<T[]> dh(new T[static_cast<std::size_t>(s.N * s.H)]);
     const bool onehot = t.ndim() == 2;
     py::array_t<std::int64_t> labels = onehot ? py::array_t<std::int64_t>(0) : checked_labels(fn, t, s.C);
     py::array_t<T> onehot_t = onehot ? contiguous<T>(t) : py::array_t<T>(0);
@@ -71,10 +76,6 @@ py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py
         params[2] = writable_param<T>(fn, "W2", W2);
         params[3] = writable_param<T>(fn, "b2", b2);
     }
-    py::array_t<T> h({s.N, s.H}), y({s.N, s.C}), dW1({s.D, s.H}), db1(s.H), dW2({s.H, s.C}), db2(s.C);
-    py::array_t<bool> mask({s.N, s.H});
-    std::unique_ptr<T[]> dy(new T[static_cast<std::size_t>(s.N * s.C)]);
-    std::unique_ptr<T[]> dh(new T[static_cast<std::size_t>(s.N * s.H)]);
     const TwoLayerOutputs<T> out{h.mutable_data(),   mask.mutable_data(), y.mutable_data(),
                                  dW1.mutable_data(), db1.mutable_data(),  dW2.mutable_data(),
                                  db2.mutable_data(), dy.get(),            dh.get()};
