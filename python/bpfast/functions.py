@@ -121,10 +121,12 @@ def softmax_with_loss(x, t):
     x2, target = _batch_and_targets(x, t, "SoftmaxWithLoss")
     dtype = _arrays.float_result_dtype(x2)
     backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
-    if target.ndim == 2:
-        y, loss = backend.softmax_xent_forward(_arrays.cast(x2, dtype), _arrays.cast(target, dtype))
-    else:
-        y, loss = backend.softmax_xent_forward(_arrays.cast(x2, dtype), target)
+    kernel_target = target
+    if target.ndim == 2 and target.dtype != dtype:
+        # The loss takes the argmax of t as given: cast to x's dtype, t's values could round
+        # together (float64 1 and 1 + 1e-9 in float32) or flush to 0, moving the argmax.
+        kernel_target = target.argmax(axis=1)
+    y, loss = backend.softmax_xent_forward(_arrays.cast(x2, dtype), kernel_target)
     return y.reshape(x.shape), loss, target
 
 
