@@ -349,3 +349,14 @@ def test_odd_input_gives_the_reference_answer(backend, op, kind):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(e), err_msg=f"result {i}: NaN positions")
         rtol = max(tolerance(g.dtype), tolerance(np.result_type(x, np.float16)))  # float32 work in a float64 result
         np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol, equal_nan=True, err_msg=f"result {i}")
+
+
+@pytest.mark.parametrize("value", [np.float64(0.5), np.float32(-2.0), 0.5, np.array(1.5)], ids=["f8", "f4", "float", "0-d"])
+@pytest.mark.parametrize("name", ["sigmoid", "sigmoid_grad", "relu", "relu_grad", "step_function", "softmax"])
+def test_scalars_come_back_as_the_reference_gives_them(backend, name, value):
+    """A scalar in gives what the reference gives: a NumPy scalar or a 0-d array, same dtype, same value."""
+    got = getattr(F, name)(value) if name != "softmax" else F.softmax(np.atleast_1d(value))
+    with bpfast.use_backend("numpy"):
+        expected = getattr(F, name)(value) if name != "softmax" else F.softmax(np.atleast_1d(value))
+    assert type(got) is type(expected) and np.asarray(got).dtype == np.asarray(expected).dtype
+    np.testing.assert_allclose(got, expected, rtol=tolerance(np.asarray(got).dtype))

@@ -44,7 +44,8 @@ def sigmoid(x):
     dtype = _arrays.float_result_dtype(x)
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.sigmoid_forward(x)
-    return current().sigmoid_forward(_arrays.cast(x, dtype))
+    out = current().sigmoid_forward(_arrays.cast(x, dtype))
+    return out[()] if out.ndim == 0 else out  # a scalar for a scalar, as NumPy's exp gives
 
 
 def sigmoid_grad(x):
