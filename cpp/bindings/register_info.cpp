@@ -31,7 +31,8 @@ py::dict info() {
 
     py::dict flags;
     flags["common"] = BPFAST_FLAGS_COMMON;
-    flags["ops, runtime, bindings"] = "(common only)";
+    flags["elementwise_<isa>"] = "(as gemm_<isa>)";
+    flags["other kernels, runtime, bindings"] = "(common only)";
     flags["gemm_generic"] = BPFAST_FLAGS_GEMM_GENERIC;
     flags["gemm_avx2"] = BPFAST_FLAGS_GEMM_AVX2;
     flags["gemm_avx512"] = BPFAST_FLAGS_GEMM_AVX512;

@@ -4,10 +4,20 @@
 // switched by select_path() (test hook); reads and switches are atomic, so a kernel running
 // on another thread finishes on the table it started with. Compiled with baseline flags.
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 
 #include "bpfast/cpu.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define BPFAST_X86_64 1
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+#endif
 
 namespace bpfast {
 namespace {
@@ -60,26 +70,71 @@ const KernelTable* table_for(const std::string& path) {
     return &generic_table;
 }
 
-std::string best_path() {
-    for (const char* path : {"avx512", "avx2"})
-        if (missing_for(path).empty()) return path;
+// The fastest path this machine runs; why_not collects why each faster one was passed over.
+std::string best_path(std::string& why_not) {
+    for (const char* path : {"avx512", "avx2"}) {
+        const std::string missing = missing_for(path);
+        if (missing.empty()) return path;
+        why_not += (why_not.empty() ? "" : "; ") + std::string(path) + ": " + missing;
+    }
     return "generic";
 }
 
 }  // namespace
 
+#if BPFAST_X86_64
+namespace {
+
+struct CpuidRegs {
+    unsigned eax, ebx, ecx, edx;
+};
+
+// CPUID leaf/subleaf (zeros beyond the highest leaf), and XCR0 (the register state the OS saves).
+// Plain CPUID rather than __builtin_cpu_supports, which needs libgcc/compiler-rt's __cpu_model
+// (missing under clang-cl and MSVC).
+CpuidRegs cpuid(unsigned leaf, unsigned subleaf) {
+    CpuidRegs r{};
+#if defined(_MSC_VER) && !defined(__clang__)
+    int v[4];
+    __cpuidex(v, static_cast<int>(leaf), static_cast<int>(subleaf));
+    r = {static_cast<unsigned>(v[0]), static_cast<unsigned>(v[1]), static_cast<unsigned>(v[2]),
+         static_cast<unsigned>(v[3])};
+#else
+    if (!__get_cpuid_count(leaf, subleaf, &r.eax, &r.ebx, &r.ecx, &r.edx)) r = {};
+#endif
+    return r;
+}
+
+std::uint64_t xcr0() {
+#if defined(_MSC_VER) && !defined(__clang__)
+    return _xgetbv(0);
+#else
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (std::uint64_t(hi) << 32) | lo;
+#endif
+}
+
+bool bit(unsigned reg, int n) { return (reg >> n) & 1u; }
+
+}  // namespace
+#endif
+
 CpuFeatures cpu_features() {
     CpuFeatures f{};
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    f.sse2 = __builtin_cpu_supports("sse2");
-    f.avx = __builtin_cpu_supports("avx");
-    f.avx2 = __builtin_cpu_supports("avx2");
-    f.fma = __builtin_cpu_supports("fma");
-    f.avx512f = __builtin_cpu_supports("avx512f");
-    f.avx512vl = __builtin_cpu_supports("avx512vl");
-    f.avx512bw = __builtin_cpu_supports("avx512bw");
-    f.avx512dq = __builtin_cpu_supports("avx512dq");
+#if BPFAST_X86_64
+    const CpuidRegs l1 = cpuid(1, 0), l7 = cpuid(7, 0);
+    // AVX state (XMM|YMM) and AVX-512 state (also opmask, ZMM_Hi256, Hi16_ZMM) enabled by the OS.
+    const std::uint64_t xcr = bit(l1.ecx, 27) ? xcr0() : 0;  // OSXSAVE: XGETBV is usable
+    const bool ymm = (xcr & 0x6) == 0x6, zmm = ymm && (xcr & 0xE0) == 0xE0;
+    f.sse2 = bit(l1.edx, 26);
+    f.avx = ymm && bit(l1.ecx, 28);
+    f.fma = f.avx && bit(l1.ecx, 12);
+    f.avx2 = f.avx && bit(l7.ebx, 5);
+    f.avx512f = zmm && bit(l7.ebx, 16);
+    f.avx512dq = f.avx512f && bit(l7.ebx, 17);
+    f.avx512bw = f.avx512f && bit(l7.ebx, 30);
+    f.avx512vl = f.avx512f && bit(l7.ebx, 31);
 #endif
     return f;
 }
@@ -96,11 +151,13 @@ std::vector<std::string> compiled_paths() {
 }
 
 PathChoice select_path(const std::string& requested, const std::string& source) {
-    const std::string best = best_path();
+    std::string why_not;
+    const std::string best = best_path(why_not);
     std::string reason;
     std::string path = best;
     if (requested.empty()) {
         reason = "probe: " + best + " is the best path this CPU and build support";
+        if (!why_not.empty()) reason += " (" + why_not + ")";
     } else {
         const std::string missing = missing_for(requested);
         if (missing.empty()) {
