@@ -10,13 +10,9 @@
 
 #include "bpfast/cpu.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__x86_64__)
 #define BPFAST_X86_64 1
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#else
 #include <cpuid.h>
-#endif
 #endif
 
 namespace bpfast {
@@ -39,7 +35,7 @@ std::string active_reason;  // guarded by choice_mutex
 
 // Whether this machine runs the path (empty string) or why not.
 std::string missing_for(const std::string& path) {
-    const CpuFeatures f = cpu_features();
+    [[maybe_unused]] const CpuFeatures f = cpu_features();  // unused where no AVX path is built
     if (path == "generic") return "";
     if (path == "avx2") {
 #if BPFAST_HAVE_AVX2
@@ -91,28 +87,17 @@ struct CpuidRegs {
 
 // CPUID leaf/subleaf (zeros beyond the highest leaf), and XCR0 (the register state the OS saves).
 // Plain CPUID rather than __builtin_cpu_supports, which needs libgcc/compiler-rt's __cpu_model
-// (missing under clang-cl and MSVC).
+// (not linked under clang-cl).
 CpuidRegs cpuid(unsigned leaf, unsigned subleaf) {
     CpuidRegs r{};
-#if defined(_MSC_VER) && !defined(__clang__)
-    int v[4];
-    __cpuidex(v, static_cast<int>(leaf), static_cast<int>(subleaf));
-    r = {static_cast<unsigned>(v[0]), static_cast<unsigned>(v[1]), static_cast<unsigned>(v[2]),
-         static_cast<unsigned>(v[3])};
-#else
     if (!__get_cpuid_count(leaf, subleaf, &r.eax, &r.ebx, &r.ecx, &r.edx)) r = {};
-#endif
     return r;
 }
 
 std::uint64_t xcr0() {
-#if defined(_MSC_VER) && !defined(__clang__)
-    return _xgetbv(0);
-#else
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (std::uint64_t(hi) << 32) | lo;
-#endif
 }
 
 bool bit(unsigned reg, int n) { return (reg >> n) & 1u; }
@@ -126,7 +111,12 @@ CpuFeatures cpu_features() {
     const CpuidRegs l1 = cpuid(1, 0), l7 = cpuid(7, 0);
     // AVX state (XMM|YMM) and AVX-512 state (also opmask, ZMM_Hi256, Hi16_ZMM) enabled by the OS.
     const std::uint64_t xcr = bit(l1.ecx, 27) ? xcr0() : 0;  // OSXSAVE: XGETBV is usable
-    const bool ymm = (xcr & 0x6) == 0x6, zmm = ymm && (xcr & 0xE0) == 0xE0;
+    const bool ymm = (xcr & 0x6) == 0x6;
+#if defined(__APPLE__)
+    const bool zmm = ymm;  // macOS enables the AVX-512 state lazily, on first use (as compiler-rt assumes)
+#else
+    const bool zmm = ymm && (xcr & 0xE0) == 0xE0;
+#endif
     f.sse2 = bit(l1.edx, 26);
     f.avx = ymm && bit(l1.ecx, 28);
     f.fma = f.avx && bit(l1.ecx, 12);
