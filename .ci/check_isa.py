@@ -133,7 +133,7 @@ def check_extension(path: Path, isa_total: Counter, problems: list[str]) -> None
                 f"{path}: {counts[enc]} {enc.upper()} instructions, the ISA objects have {isa_total[enc]}: "
                 "AVX code came from somewhere else"
             )
-    print(f"  {path.name}: {counts['vex']} VEX, {counts['evex']} EVEX instructions (the ISA objects' count)")
+    print(f"  {path}: {counts['vex']} VEX, {counts['evex']} EVEX instructions (the ISA objects' count)")
 
 
 def main(argv: list[str]) -> int:
