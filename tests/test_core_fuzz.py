@@ -159,14 +159,19 @@ def flat_arrays(result) -> list[np.ndarray]:
     return [] if result is None else [np.asarray(result)]
 
 
+def own_copies(args: list, in_place: tuple[int, ...]) -> list:
+    """``args`` with each writable in-place argument copied, so two calls start from the same values."""
+    return [a.copy() if i in in_place and isinstance(a, np.ndarray) and a.flags.writeable else a for i, a in enumerate(args)]
+
+
 def check(entry: EntryPoint, args: list):
     fast = getattr(_core, entry.name)
     ref = getattr(_core._ref, entry.name.lstrip("_"), None)
-    fast_args = [a.copy() if i in entry.in_place and isinstance(a, np.ndarray) and a.flags.writeable else a for i, a in enumerate(args)]
+    fast_args = own_copies(args, entry.in_place)
     status, fast_result = call(fast, fast_args, entry.in_place)
     if ref is None:
         return
-    ref_args = [a.copy() if i in entry.in_place and isinstance(a, np.ndarray) and a.flags.writeable else a for i, a in enumerate(args)]
+    ref_args = own_copies(args, entry.in_place)
     ref_status, ref_result = call(ref, ref_args, entry.in_place)
     assert status == ref_status, f"fast {status} {fast_result!r} but _ref {ref_status} {ref_result!r}"
     if status == "refused":
