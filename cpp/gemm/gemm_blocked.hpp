@@ -74,7 +74,7 @@ struct TileStore {
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
 // panel and a packed B panel b[k*NRP + j]; c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes
 // past n are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
-// a[i*ars + k*aks] (float A widened as it is broadcast).
+// a[i*ars + k*aks].
 template <class T, int MRP, int NRP, int RM, int NVC, bool DIRECT, class TA>
 inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t kc,
                         ptrdiff_t n, const TileStore<T>& st) {
@@ -163,6 +163,16 @@ void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdif
                 for (ptrdiff_t i = 0; i < mi; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
             }
         }
+    }
+}
+
+// Widen rows [0, m) x columns [0, kc) of a row-major float A (row stride rs) into dst, row-major
+// with row stride ld: contiguous on both sides, so the compiler vectorises the conversion.
+template <class T, class TA>
+void widen_rows(T* dst, ptrdiff_t ld, const TA* A, ptrdiff_t rs, ptrdiff_t m, ptrdiff_t kc) {
+    for (ptrdiff_t i = 0; i < m; ++i, dst += ld) {
+        const TA* src = A + i * rs;
+        for (ptrdiff_t k = 0; k < kc; ++k) dst[k] = static_cast<T>(src[k]);
     }
 }
 
@@ -268,8 +278,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         const ptrdiff_t kb_stride = n_panels * NR * kc_max;  // elements per packed K block
         const ptrdiff_t n_jg = n_ic >= target ? 1 : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
-        // Few column panels: packing A would cost more than reading it in place.
-        const bool direct = panels_per_jg <= kDirectMaxPanels;
+        // Few column panels: packing A would cost more than reading it in place. A float A for a
+        // double product is never widened as it is broadcast (that puts a convert and a shuffle on
+        // the FMA ports for every element of every tile): row-major, its rows are widened into
+        // the scratch as they are (a vectorised pass) and read there in place; transposed, packed.
+        constexpr bool widen = sizeof(TA) != sizeof(T);
+        const bool direct = panels_per_jg <= kDirectMaxPanels && (!widen || a_k == 1);
         // Pack op(B) for every K block (in parallel, by panel groups, when it is big).
         const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
         auto pack_chunk_b = [&](ptrdiff_t c) {
@@ -294,11 +308,21 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 const ptrdiff_t pc = kb * kc_max, kc = min_of(kc_max, K - pc);
                 const T* bk = bp + kb * kb_stride;
                 const TA* a0 = A + ic * a_i + pc * a_k;
-                T* ap = nullptr;
-                if (!direct) {
-                    static thread_local Scratch<T> a_scratch;
-                    ap = a_scratch.get(round_up(mc, MR) * kc_max);
-                    pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                static thread_local Scratch<T> a_scratch;
+                // widened rows are padded by a cache line, so that rows do not share cache sets
+                const ptrdiff_t wide_ld = round_up(kc_max, 64 / ptrdiff_t(sizeof(T))) + 64 / ptrdiff_t(sizeof(T));
+                T* ap = (!direct || widen) ? a_scratch.get(round_up(mc, MR) * wide_ld) : nullptr;
+                if (!direct) pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                // direct: op(A)(ic + i, pc + k) = ad[i*ad_i + k*ad_k]
+                const T* ad = nullptr;
+                ptrdiff_t ad_i = a_i, ad_k = a_k;
+                if constexpr (widen) {
+                    if (direct) {
+                        widen_rows(ap, wide_ld, a0, a_i, m, kc);
+                        ad = ap, ad_i = wide_ld, ad_k = 1;
+                    }
+                } else {
+                    ad = a0;
                 }
                 const bool last = kb == n_kb - 1;
                 for (ptrdiff_t p = p0; p < p1; ++p) {
@@ -316,7 +340,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         if (sti.mask) sti.mask += ir * N;
                         T* cp = C + (ic + ir) * ldc + jc + jr;
                         if (direct)
-                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, a0 + ir * a_i, a_i, a_k,
+                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k,
                                                                   bk + jr * kc, kc, n, sti);
                         else
                             dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0),
