@@ -30,6 +30,7 @@ if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
 
 import numpy as np  # noqa: E402
 
+from _quiet import wait_for_quiet_threads  # noqa: E402
 from bpfast import _core  # noqa: E402
 
 PEAK = {np.float32: 467.0, np.float64: 233.0}  # GFLOP/s, both cores, AVX-512 FMA
@@ -117,6 +118,8 @@ def main():
         for name, dt, M, N, K, vs, reps in cases:
             for vname, f, _ops in vs:
                 times[(name, dt, vname)].append(time_call(f, reps))
+                if vname == "numpy":
+                    wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s after a call: not on our time
     print(f"threads={_core.get_num_threads()} path={_core.info()['kernel_path']} gemm={_core.info()['gemm']} "
           f"rounds={args.rounds}; GFLOP/s min-time (median-time); ratio = numpy time / bpfast time")
     print(f"{'shape':26s} {'dtype':8s} {'bpfast':>16s} {'numpy':>16s} {'ratio min':>9s} {'ratio med':>9s} {'%peak':>6s}")

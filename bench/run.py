@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _quiet import wait_for_quiet_threads
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -63,6 +64,7 @@ BACKENDS = ("numpy", "numba", "cpp")
 PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
+BLAS_FAMILIES = ("numpy", "numba")  # in-process variants on OpenBLAS (NumPy's, SciPy's for Numba)
 WARM_BELOW_S = 0.02  # calls shorter than this get one untimed call before each sample
 
 
@@ -416,6 +418,8 @@ class Harness:
                 for group in rotated(groups, r):
                     for v in rotated(group, r):
                         v.samples.append(v.run(v.inner, v.warm) / v.inner)
+                    if group[0].family in BLAS_FAMILIES:
+                        wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s and would steal a core
                 if r + 1 >= self.min_rounds and time.perf_counter() - timing_start > self.budget_s:
                     break
         finally:
@@ -816,6 +820,8 @@ class Harness:
             f"interleaved rounds: up to {self.rounds} per case (at least {self.min_rounds}, then a {self.budget_s:.0f} s budget); "
             f"each sample times back-to-back calls (~{self.target_sample_s * 1e3:.0f} ms) and divides; GC off while timing",
             "PyTorch and JAX run in worker processes of their own, one sample per round like the rest",
+            "after the NumPy and Numba variants' samples the harness waits until OpenBLAS's threads stop spinning "
+            "(~0.1 s of CPU after every call), so they do not take a core from the variant timed next",
             "load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f} "
             "(other work on this 2-core machine slows every variant alike, but widens min-median gaps)".format(
                 *self.load_before, *os.getloadavg()

@@ -231,6 +231,9 @@ void run_parallel(ptrdiff_t n_chunks, F& f) {
 // Column panels per chunk up to which A is read in place instead of packed (measured).
 constexpr ptrdiff_t kDirectMaxPanels = 4;
 
+// Packed B panels streamed past one A micro-panel (bytes): about half of L2.
+constexpr ptrdiff_t kL2PanelBytes = 512 * 1024;
+
 // Packed op(B) held at once (elements): sets the column block width for a given K.
 constexpr ptrdiff_t kPackedB = ptrdiff_t(2) << 20;
 
@@ -325,26 +328,30 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     ad = a0;
                 }
                 const bool last = kb == n_kb - 1;
-                for (ptrdiff_t p = p0; p < p1; ++p) {
-                    const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
-                    const int nv = static_cast<int>(ceil_div(n, W));
-                    TileStore<T> st{kb == 0, last, nullptr, false, nullptr, N};
-                    if (last) {
-                        st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
-                        st.relu = ep.relu;
-                        st.mask = ep.mask ? ep.mask + ic * N + jc + jr : nullptr;
-                    }
+                // BLIS order: a group of B panels sized for L2 streams past each A micro-panel,
+                // which stays in L1 across the group.
+                const ptrdiff_t group = max_of(1, kL2PanelBytes / (NR * kc * ptrdiff_t(sizeof(T))));
+                for (ptrdiff_t g0 = p0; g0 < p1; g0 += group) {
+                    const ptrdiff_t g1 = min_of(p1, g0 + group);
                     for (ptrdiff_t ir = 0; ir < m; ir += MR) {
                         const int mi = static_cast<int>(min_of(MR, m - ir));
-                        TileStore<T> sti = st;
-                        if (sti.mask) sti.mask += ir * N;
-                        T* cp = C + (ic + ir) * ldc + jc + jr;
-                        if (direct)
-                            dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k,
-                                                                  bk + jr * kc, kc, n, sti);
-                        else
-                            dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0),
-                                                                   ptrdiff_t(0), bk + jr * kc, kc, n, sti);
+                        for (ptrdiff_t p = g0; p < g1; ++p) {
+                            const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
+                            const int nv = static_cast<int>(ceil_div(n, W));
+                            TileStore<T> st{kb == 0, last, nullptr, false, nullptr, N};
+                            if (last) {
+                                st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
+                                st.relu = ep.relu;
+                                st.mask = ep.mask ? ep.mask + (ic + ir) * N + jc + jr : nullptr;
+                            }
+                            T* cp = C + (ic + ir) * ldc + jc + jr;
+                            if (direct)
+                                dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k,
+                                                                      bk + jr * kc, kc, n, st);
+                            else
+                                dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0),
+                                                                       ptrdiff_t(0), bk + jr * kc, kc, n, st);
+                        }
                     }
                 }
             }
