@@ -18,7 +18,8 @@ import statistics
 import sys
 import time
 
-_CLEAN_ENV = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864"}
+_CLEAN_ENV = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864",
+               "MALLOC_MMAP_THRESHOLD_": "1073741824"}
 if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
     "OPENBLAS_CORETYPE" in os.environ
     or "OPENBLAS_L2_SIZE" in os.environ

@@ -2,13 +2,16 @@
 """bpfast's benchmark: the book's TwoLayerNet SGD step and its kernels, against NumPy and peers.
 
     python bench/run.py [--quick] [--only PATTERN] [--rounds N]
+    bpfast bench [--quick] [--only PATTERN] [--rounds N]   (the copy installed with the package)
 
 What it does (see bench/README.md for the cases):
 
 - Re-runs itself in a child process with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
   removed (they force OpenBLAS onto AVX2 kernels here; a user's machine does not set them)
-  and with ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_TOP_PAD_`` raised so that freed heap stays
-  mapped and no variant pays page faults for fresh memory. It prints that it did so.
+  and with ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_TOP_PAD_``/``MALLOC_MMAP_THRESHOLD_`` raised so
+  that freed heap stays mapped and no variant pays page faults for fresh memory (setting the
+  first two fixes glibc's mmap threshold at 128 KiB, so arrays above it would still come
+  from fresh mmaps without the third). It prints that it did so.
 - Validates every variant against the reference (the book's layers in plain NumPy,
   ``bench/book_numpy.py``) on the same inputs and initial weights before timing it; a
   variant that disagrees is reported as failed and not timed.
@@ -16,7 +19,8 @@ What it does (see bench/README.md for the cases):
   variant once, in a rotated order), PyTorch and JAX each in a worker process of its own
   (``peers_*.py``), still one sample per round. Reports min and median per call, speedup
   ratios against baselines from the same run, GFLOP/s and GB/s against the machine's limits.
-- Writes ``bench/results/latest.md`` and ``latest.json``.
+- Writes ``bench/results/latest.md`` and ``latest.json`` (from the installed copy,
+  ``./bpfast-bench-results/``).
 
 ``main(argv)`` is the entry point for other callers (it returns the exit status).
 """
@@ -47,13 +51,16 @@ from _quiet import wait_for_quiet_threads
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results"
+IN_CHECKOUT = (REPO / "pyproject.toml").is_file()  # else: the copy installed as bpfast/bench
+# Results: bench/results in a checkout; from an installed copy (``bpfast bench``), the current folder.
+RESULTS = HERE / "results" if IN_CHECKOUT else Path.cwd() / "bpfast-bench-results"
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 
 CHILD_FLAG = "BPFAST_BENCH_CHILD"
 NOTES_VAR = "BPFAST_BENCH_ENV_NOTES"
 REMOVED_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-MALLOC_VARS = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864"}
+MALLOC_VARS = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864",
+               "MALLOC_MMAP_THRESHOLD_": "1073741824"}
 
 # The machine's limits, as measured by the project (2 cores, AVX-512).
 PEAK_GFLOPS = {"float32": 467.0, "float64": 233.0}
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench/run.py" if IN_CHECKOUT else "bpfast bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few rounds, small time budget per case (< ~2 min)")
     parser.add_argument("--only", metavar="PATTERN", help="run the cases whose id contains PATTERN or matches it as a glob; several: comma-separated")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per case (default 25, --quick 5)")
@@ -271,12 +279,22 @@ class Peer:
 # ----------------------------------------------------------------------------- data
 
 
-def mnist_rows(n):
+def mnist_dir():
+    """The first folder holding MNIST's training files: the checkout's ../shared/data/mnist, then
+    each folder in $BPFAST_DATA (as D/mnist, then D), as ``bpfast train`` looks; else None."""
+    roots = [Path(p).expanduser() for p in os.environ.get("BPFAST_DATA", "").split(os.pathsep) if p]
+    for folder in [MNIST_DIR] + [f for root in roots for f in (root / "mnist", root)]:
+        if all((folder / f"train-{kind}-idx{d}-ubyte.gz").is_file() for kind, d in (("images", 3), ("labels", 1))):
+            return folder
+    return None
+
+
+def mnist_rows(n, folder):
     """The first n MNIST training images (float32 in [0, 1], flattened) and labels, or None."""
-    images = MNIST_DIR / "train-images-idx3-ubyte.gz"
-    labels = MNIST_DIR / "train-labels-idx1-ubyte.gz"
-    if not (images.exists() and labels.exists()):
+    if folder is None:
         return None
+    images = folder / "train-images-idx3-ubyte.gz"
+    labels = folder / "train-labels-idx1-ubyte.gz"
     n = min(n, 60000)
     with gzip.open(images) as f:
         x = np.frombuffer(f.read(16 + n * 784)[16:], np.uint8).reshape(n, 784)
@@ -321,9 +339,10 @@ class Harness:
         self.available = self.bpfast.backends()
         self.tmp = tempfile.TemporaryDirectory(prefix="bpfast-bench-")
         self.peers = None
-        self.mnist = mnist_rows(2048)
+        folder = mnist_dir()
+        self.mnist = mnist_rows(2048, folder)
         self.data_note = (
-            f"x: the first MNIST training images from {MNIST_DIR} (float32 in [0,1])"
+            f"x: the first MNIST training images from {folder} (float32 in [0,1])"
             if self.mnist is not None
             else "x: seeded uniform [0,1) float32 (MNIST not found)"
         )

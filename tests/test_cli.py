@@ -73,3 +73,20 @@ def test_console_script():
     as_json = subprocess.run([exe, "info", "--json"], env=python_env(), capture_output=True, text=True, timeout=120)
     assert as_json.returncode == 0, as_json.stderr
     check_json_report(as_json.stdout, available_backends()[0])
+
+
+def test_bench_lists_its_cases_and_passes_options_through():
+    """``bpfast bench`` runs the benchmark installed with the package (or this checkout's): its own
+    options reach it, and an option of its own that is wrong is its error, not the CLI's."""
+    listed = run_python(["-m", "bpfast", "bench", "--list"])
+    assert listed.returncode == 0, listed.stderr
+    ids = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith(("step-", "loop-"))]
+    assert {"step-A", "step-B", "step-C", "step-D", "loop-A"} <= set(ids), listed.stdout
+    assert "OPENBLAS_CORETYPE" in listed.stdout  # it says what it did to the environment
+    wrong = run_python(["-m", "bpfast", "bench", "--rounds", "many"])
+    assert wrong.returncode == 2 and "--rounds" in wrong.stderr, wrong.stderr
+
+
+def test_unknown_options_of_other_commands_are_usage_errors():
+    result = run_python(["-m", "bpfast", "info", "--no-such-option"])
+    assert result.returncode == 2 and "unrecognized arguments: --no-such-option" in result.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 
 def _print_info(args: argparse.Namespace) -> int:
@@ -138,6 +140,24 @@ def _progress_bar(total: int, wanted: bool):
     return tqdm(total=total, unit="step", desc="train")
 
 
+def _bench_script() -> Path | None:
+    """bench/run.py: installed with the package (bpfast/bench), else in this source checkout."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "bench", here.parent.parent / "bench"):
+        if (folder / "run.py").is_file():
+            return folder / "run.py"
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    script = _bench_script()
+    if script is None:
+        print("bpfast bench: the benchmark scripts are not installed with this copy of bpfast; "
+              "run bench/run.py from a clone of the source instead", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, str(script), *args.bench_args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpfast", description="Fast layers for 'Deep Learning from Scratch'.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,11 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", metavar="FILE.npz", help="save the trained parameters")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     train.set_defaults(run=_train)
+
+    bench = commands.add_parser(
+        "bench", add_help=False,
+        help="time the training step and the kernels against the book's NumPy (and PyTorch, JAX when "
+             "installed); options go to the benchmark: bpfast bench --help",
+    )
+    bench.set_defaults(run=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest  # the benchmark parses its own options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.run(args)
 
 
