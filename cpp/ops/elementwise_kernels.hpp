@@ -302,8 +302,10 @@ void sigmoid_backward_kernel(T* dx, const T* dout, const T* out, ptrdiff_t n) {
 
 // x, y are (C,): y = exp(x - max) * (1 / sum). NaN anywhere in the row reaches the sum (exp(NaN) is NaN),
 // so the max may ignore it; +inf or all -inf make x - max NaN: the whole row is NaN, like NumPy.
+// next: the row that comes after this one (or null); it is prefetched during the exp pass, so the
+// max pass of the next row does not wait on L3 or memory.
 template <class T>
-inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C) {
+inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nullptr) {
     constexpr ptrdiff_t W = Vec<T>::W;
     V<T> m0 = splat(neg_inf<T>()), m1 = m0;
     ptrdiff_t j = 0;
@@ -327,6 +329,10 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C) {
         const ptrdiff_t end = C - j > kBlock ? j + kBlock : C;
         V<T> s0{}, s1{};
         for (; j + 2 * W <= end; j += 2 * W) {
+            if (next) {  // the same two vectors of the next row: 128 bytes (AVX-512), 64 (AVX2)
+                __builtin_prefetch(next + j);
+                __builtin_prefetch(next + j + W);
+            }
             const V<T> e0 = vexp<T>(loadu(x + j) - mx), e1 = vexp<T>(loadu(x + j + W) - mx);
             storeu(y + j, e0);
             storeu(y + j + W, e1);
@@ -353,10 +359,16 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C) {
     if (j < C) store_partial(y + j, load_partial(y + j, C - j, T(1)) * inv, C - j);
 }
 
+// Row i + 1 of the (rows,C) array x, or null after the last.
+template <class T>
+inline const T* next_row(const T* x, ptrdiff_t i, ptrdiff_t rows, ptrdiff_t C) {
+    return i + 1 < rows ? x + (i + 1) * C : nullptr;
+}
+
 // x, y are (rows,C)
 template <class T>
 void softmax_rows_kernel(T* y, const T* x, ptrdiff_t rows, ptrdiff_t C) {
-    for (ptrdiff_t i = 0; i < rows; ++i) softmax_row_kernel(y + i * C, x + i * C, C);
+    for (ptrdiff_t i = 0; i < rows; ++i) softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
 }
 
 // x, y are (rows,C), labels (rows,): softmax, and sum_i log(y[i, t_i] + 1e-7)
@@ -364,7 +376,7 @@ template <class T>
 double softmax_xent_rows_kernel(T* y, const T* x, const std::int64_t* labels, ptrdiff_t rows, ptrdiff_t C) {
     double sum = 0;
     for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C);
+        softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
         sum += __builtin_log(static_cast<double>(y[i * C + labels[i]]) + 1e-7);
     }
     return sum;
@@ -383,7 +395,7 @@ template <class T>
 double softmax_xent_rows_onehot_kernel(T* y, const T* x, const T* t_onehot, ptrdiff_t rows, ptrdiff_t C) {
     double sum = 0;
     for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C);
+        softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
         sum += __builtin_log(static_cast<double>(y[i * C + argmax_row(t_onehot + i * C, C)]) + 1e-7);
     }
     return sum;
