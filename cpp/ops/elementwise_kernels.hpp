@@ -12,6 +12,8 @@
 // aliasing inputs (relu_backward works in place); same semantics as the _ref twins in the op files.
 #pragma once
 
+#include <cstdint>
+
 #include "../simd/vexp.hpp"
 #include "bpfast/ops_dispatch.hpp"
 
@@ -64,6 +66,13 @@ void relu_forward_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
     relu_forward_scalar(out, mask, x, i, n);
 }
 
+// As relu_forward_kernel, for outputs far larger than the caches: paths with non-temporal
+// stores specialise it (AVX-512), the others run the plain kernel.
+template <class T>
+void relu_forward_stream_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
+    relu_forward_kernel(out, mask, x, n);
+}
+
 // dout, mask are (n,): dout = 0 where mask, in place
 template <class T>
 void relu_backward_kernel(T* dout, const bool* mask, ptrdiff_t n) {
@@ -103,6 +112,7 @@ struct Avx512<float> {
         _mm512_mask_storeu_ps(out, live, _mm512_maskz_mov_ps(static_cast<M>(~m), v));
     }
     static void zero(float* p, M m) { _mm512_mask_storeu_ps(p, m, _mm512_setzero_ps()); }
+    static void stream(float* out, M m, __m512 v) { _mm512_stream_ps(out, _mm512_maskz_mov_ps(static_cast<M>(~m), v)); }
 };
 template <>
 struct Avx512<double> {
@@ -114,6 +124,9 @@ struct Avx512<double> {
         _mm512_mask_storeu_pd(out, live, _mm512_maskz_mov_pd(static_cast<M>(~m), v));
     }
     static void zero(double* p, M m) { _mm512_mask_storeu_pd(p, m, _mm512_setzero_pd()); }
+    static void stream(double* out, M m, __m512d v) {
+        _mm512_stream_pd(out, _mm512_maskz_mov_pd(static_cast<M>(~m), v));
+    }
 };
 
 template <class T>
@@ -128,6 +141,28 @@ void relu_forward_avx512(T* out, bool* mask, const T* x, ptrdiff_t n) {
         A::relu_store(out + i, live, m, v);
         _mm_mask_storeu_epi8(mask + i, live, _mm_maskz_mov_epi8(m, one));
     }
+}
+// As relu_forward_avx512, out written with non-temporal stores (no read for ownership, no cache
+// pollution: for outputs far larger than the caches). out is first brought to 64-byte alignment.
+template <class T>
+void relu_forward_stream_avx512(T* out, bool* mask, const T* x, ptrdiff_t n) {
+    using A = Avx512<T>;
+    using M = typename A::M;
+    const ptrdiff_t misaligned = static_cast<ptrdiff_t>(reinterpret_cast<std::uintptr_t>(out) % 64);
+    if (misaligned % sizeof(T) != 0) return relu_forward_avx512(out, mask, x, n);
+    const ptrdiff_t head = misaligned ? (64 - misaligned) / ptrdiff_t(sizeof(T)) : 0;
+    if (head >= n) return relu_forward_avx512(out, mask, x, n);
+    relu_forward_avx512(out, mask, x, head);
+    const __m128i one = _mm_set1_epi8(1);
+    ptrdiff_t i = head;
+    for (; i + A::W <= n; i += A::W) {
+        const auto v = A::load(M(~M(0)), x + i);
+        const M m = A::le0(M(~M(0)), v);
+        A::stream(out + i, m, v);
+        _mm_mask_storeu_epi8(mask + i, M(~M(0)), _mm_maskz_mov_epi8(m, one));
+    }
+    _mm_sfence();
+    relu_forward_avx512(out + i, mask + i, x + i, n - i);
 }
 template <class T>
 void relu_backward_avx512(T* dout, const bool* mask, ptrdiff_t n) {
@@ -146,6 +181,14 @@ void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_
 template <>
 void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
     relu_forward_avx512(out, mask, x, n);
+}
+template <>
+void relu_forward_stream_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
+    relu_forward_stream_avx512(out, mask, x, n);
+}
+template <>
+void relu_forward_stream_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
+    relu_forward_stream_avx512(out, mask, x, n);
 }
 template <>
 void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
@@ -431,6 +474,7 @@ template <class T>
 constexpr ElementwiseKernels<T> kernels_of() {
     return {exp_kernel<T>,
             relu_forward_kernel<T>,
+            relu_forward_stream_kernel<T>,
             relu_backward_kernel<T>,
             sigmoid_forward_kernel<T>,
             sigmoid_backward_kernel<T>,

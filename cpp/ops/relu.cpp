@@ -12,12 +12,16 @@ namespace bpfast {
 namespace {
 // Memory-bound: a chunk is 128 KiB of float; below min_parallel one thread is faster.
 constexpr ptrdiff_t kChunk = 32768, kMinParallel = 65536;
+// Outputs of at least this many bytes bypass the caches (they would not stay there anyway, and
+// normal stores first read every line they write).
+constexpr ptrdiff_t kStreamBytes = ptrdiff_t(16) << 20;
 }  // namespace
 
 // x, out, mask are (n,)
 template <class T>
 void relu_forward(T* out, bool* mask, const T* x, ptrdiff_t n) {
-    const auto kernel = ops_kernels<T>().relu_forward;
+    const auto kernel = n * ptrdiff_t(sizeof(T)) >= kStreamBytes ? ops_kernels<T>().relu_forward_stream
+                                                                  : ops_kernels<T>().relu_forward;
     run_chunked(n, kChunk, kMinParallel, [=](ptrdiff_t b, ptrdiff_t e) { kernel(out + b, mask + b, x + b, e - b); });
 }
 

@@ -18,6 +18,8 @@ struct ElementwiseKernels {
     // x, out are (n,)
     void (*exp)(T* out, const T* x, std::ptrdiff_t n);
     void (*relu_forward)(T* out, bool* mask, const T* x, std::ptrdiff_t n);
+    // the same, for outputs far larger than the caches (non-temporal stores where the path has them)
+    void (*relu_forward_stream)(T* out, bool* mask, const T* x, std::ptrdiff_t n);
     void (*relu_backward)(T* dout, const bool* mask, std::ptrdiff_t n);
     void (*sigmoid_forward)(T* out, const T* x, std::ptrdiff_t n);
     void (*sigmoid_backward)(T* dx, const T* dout, const T* out, std::ptrdiff_t n);
