@@ -183,15 +183,18 @@ template <class T, int NR>
 void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff_t kc) {
     for (ptrdiff_t j0 = 0; j0 < n; j0 += NR, dst += NR * kc) {
         const ptrdiff_t nj = min_of(NR, n - j0);
-        if (js == 1) {
+        if (js == 1) {  // rows contiguous: vector copies, the edge panel by masked loads
+            using S = Simd<T>;
+            constexpr int W = S::W;
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const T* src = B + k * ks + j0;
                 T* d = dst + k * NR;
-                if (nj == NR) {
-                    for (int j = 0; j < NR; ++j) d[j] = src[j];
-                } else {
-                    for (ptrdiff_t j = 0; j < nj; ++j) d[j] = src[j];
-                    for (ptrdiff_t j = nj; j < NR; ++j) d[j] = T(0);
+#pragma GCC unroll 8
+                for (int v = 0; v < NR / W; ++v) {
+                    const ptrdiff_t left = nj - v * W;
+                    S::storeu(d + v * W, left >= W  ? S::loadu(src + v * W)
+                                         : left > 0 ? S::load_n(src + v * W, left)
+                                                    : S::zero());
                 }
             }
         } else {
