@@ -339,7 +339,7 @@ class Harness:
         self.available = self.bpfast.backends()
         self.tmp = tempfile.TemporaryDirectory(prefix="bpfast-bench-")
         self.peers = None
-        folder = mnist_dir()
+        self.mnist_dir = folder = mnist_dir()
         self.mnist = mnist_rows(2048, folder)
         self.data_note = (
             f"x: the first MNIST training images from {folder} (float32 in [0,1])"
@@ -644,7 +644,7 @@ class Harness:
         from bpfast.nets import TwoLayerNet
 
         bpfast = self.bpfast
-        pool = mnist_rows(10000)
+        pool = mnist_rows(10000, self.mnist_dir)
         if pool is None:
             rng = np.random.default_rng(0)
             pool = (rng.random((10000, 784), dtype=np.float32), rng.integers(0, 10, 10000))
