@@ -71,16 +71,21 @@ struct TileStore {
     ptrdiff_t ldm;
 };
 
+// How the microkernel reads B: packed (b[k*NRP + j], zero-padded, aligned), or in place (b[k*bks +
+// j], row-major op(B)), every vector full, or the last one cut to the panel's n columns.
+enum BRead { kBPacked, kBInPlace, kBInPlaceEdge };
+
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
-// panel and a packed B panel b[k*NRP + j]; c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes
-// past n are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
+// panel and a B panel (as BR says); c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes past n
+// are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
 // a[i*ars + k*aks].
-template <class T, int MRP, int NRP, int RM, int NVC, bool DIRECT, class TA>
-inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t kc,
-                        ptrdiff_t n, const TileStore<T>& st) {
+template <class T, int MRP, int NRP, int RM, int NVC, bool DIRECT, int BR, class TA>
+inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t bks,
+                        ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
+    const ptrdiff_t last_lanes = n - (NVC - 1) * W;  // kBInPlaceEdge: lanes of the last vector
     V acc[RM][NVC];
 #pragma GCC unroll 16
     for (int i = 0; i < RM; ++i)
@@ -88,11 +93,18 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
         for (int j = 0; j < NVC; ++j) acc[i][j] = S::zero();
 #pragma GCC unroll 2
     for (ptrdiff_t k = 0; k < kc; ++k) {
-        const T* bk = b + k * NRP;
+        const T* bk = BR == kBPacked ? b + k * NRP : b + k * bks;
         const TA* ak = DIRECT ? a + k * aks : a + k * MRP;
         V bv[NVC];
 #pragma GCC unroll 8
-        for (int j = 0; j < NVC; ++j) bv[j] = S::load(bk + j * W);
+        for (int j = 0; j < NVC; ++j) {
+            if constexpr (BR == kBPacked)
+                bv[j] = S::load(bk + j * W);
+            else if (BR == kBInPlaceEdge && j == NVC - 1)
+                bv[j] = S::load_n(bk + j * W, last_lanes);
+            else
+                bv[j] = S::loadu(bk + j * W);
+        }
 #pragma GCC unroll 16
         for (int i = 0; i < RM; ++i) {
             const auto ai = S::bcast(DIRECT ? ak + i * ars : ak + i);
@@ -123,24 +135,24 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
 }
 
 // microkernel<.., RM, NVC> for run-time m <= RM and NVC = ceil(n / W) <= NV.
-template <class T, int MRP, int NRP, int NVC, bool DIRECT, int RM, class TA>
+template <class T, int MRP, int NRP, int NVC, bool DIRECT, int BR, int RM, class TA>
 inline void dispatch_rows(int m, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b,
-                          ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
+                          ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
     if constexpr (RM > 0) {
         if (m == RM)
-            microkernel<T, MRP, NRP, RM, NVC, DIRECT>(c, ldc, a, ars, aks, b, kc, n, st);
+            microkernel<T, MRP, NRP, RM, NVC, DIRECT, BR>(c, ldc, a, ars, aks, b, bks, kc, n, st);
         else
-            dispatch_rows<T, MRP, NRP, NVC, DIRECT, RM - 1>(m, c, ldc, a, ars, aks, b, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, RM - 1>(m, c, ldc, a, ars, aks, b, bks, kc, n, st);
     }
 }
-template <class T, int MRP, int NRP, int NVC, bool DIRECT, class TA>
+template <class T, int MRP, int NRP, int NVC, bool DIRECT, int BR, class TA>
 inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks,
-                          const T* b, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
+                          const T* b, ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
     if constexpr (NVC > 0) {
         if (nv == NVC)
-            dispatch_rows<T, MRP, NRP, NVC, DIRECT, MRP>(m, c, ldc, a, ars, aks, b, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, MRP>(m, c, ldc, a, ars, aks, b, bks, kc, n, st);
         else
-            dispatch_tile<T, MRP, NRP, NVC - 1, DIRECT>(m, nv, c, ldc, a, ars, aks, b, kc, n, st);
+            dispatch_tile<T, MRP, NRP, NVC - 1, DIRECT, BR>(m, nv, c, ldc, a, ars, aks, b, bks, kc, n, st);
     }
 }
 
@@ -290,6 +302,9 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         // the scratch as they are (a vectorised pass) and read there in place; transposed, packed.
         constexpr bool widen = sizeof(TA) != sizeof(T);
         const bool direct = panels_per_jg <= kDirectMaxPanels && (!widen || a_k == 1);
+        // A read in place and a row-major op(B): B is read in place too (packing it would cost
+        // about what the few panels save, and hand a block written by one core to the other).
+        const bool b_in_place = direct && b_j == 1;
         // Pack op(B) for every K block (in parallel, by panel groups, when it is big).
         const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
         auto pack_chunk_b = [&](ptrdiff_t c) {
@@ -299,7 +314,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 pack_b<T, NR>(bp + kb * kb_stride + j0 * kc, Bm + pc * b_k + (jc + j0) * b_j, b_k, b_j, nj, kc);
             }
         };
-        const ptrdiff_t n_pack = ceil_div(n_panels, pack_chunk);
+        const ptrdiff_t n_pack = b_in_place ? 0 : ceil_div(n_panels, pack_chunk);
         if (threads > 1 && n_pack > 1 && K * nc >= 64 * 1024)
             run_parallel(n_pack, pack_chunk_b);
         else
@@ -348,12 +363,23 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 st.mask = ep.mask ? ep.mask + (ic + ir) * N + jc + jr : nullptr;
                             }
                             T* cp = C + (ic + ir) * ldc + jc + jr;
-                            if (direct)
-                                dispatch_tile<T, MR, NR, B::nv, true>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k,
-                                                                      bk + jr * kc, kc, n, st);
-                            else
-                                dispatch_tile<T, MR, NR, B::nv, false>(mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0),
-                                                                       ptrdiff_t(0), bk + jr * kc, kc, n, st);
+                            if (b_in_place) {
+                                const T* bb = Bm + pc * b_k + jc + jr;  // op(B)(pc + k, jc + jr + j) = bb[k*b_k + j]
+                                if (n == nv * W)
+                                    dispatch_tile<T, MR, NR, B::nv, true, kBInPlace>(
+                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n, st);
+                                else
+                                    dispatch_tile<T, MR, NR, B::nv, true, kBInPlaceEdge>(
+                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n, st);
+                            } else if (direct) {
+                                dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i,
+                                                                                ad_k, bk + jr * kc, ptrdiff_t(NR), kc,
+                                                                                n, st);
+                            } else {
+                                dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
+                                    mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bk + jr * kc,
+                                    ptrdiff_t(NR), kc, n, st);
+                            }
                         }
                     }
                 }
