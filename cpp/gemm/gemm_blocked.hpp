@@ -277,8 +277,11 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     const int threads = (M * N >= 64 && M * N * K >= kParallelMinFma) ? detail::gemm_threads() : 1;
     // Row chunks of C (multiples of MR), and column groups of B panels when rows are few.
     const ptrdiff_t target = threads > 1 ? 4 * threads : 1;
+    // Few rows and many columns (dout·W^T in backprop): the threads split the columns, and each
+    // chunk packs its own panels of op(B), so that no packed block crosses from core to core.
+    const bool col_split = threads > 1 && round_up(M, MR) <= B::mc && ceil_div(N, NR) >= 2 * target;
     ptrdiff_t mc = min_of(B::mc, round_up(M, MR));
-    if (ceil_div(M, mc) < target) mc = max_of(MR, round_up(ceil_div(M, target), MR));
+    if (!col_split && ceil_div(M, mc) < target) mc = max_of(MR, round_up(ceil_div(M, target), MR));
     const ptrdiff_t n_ic = ceil_div(M, mc);
 
     // Column blocks of C: all K blocks of op(B) for one are packed first (at most kPackedB
@@ -314,7 +317,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 pack_b<T, NR>(bp + kb * kb_stride + j0 * kc, Bm + pc * b_k + (jc + j0) * b_j, b_k, b_j, nj, kc);
             }
         };
-        const ptrdiff_t n_pack = b_in_place ? 0 : ceil_div(n_panels, pack_chunk);
+        const ptrdiff_t n_pack = (b_in_place || col_split) ? 0 : ceil_div(n_panels, pack_chunk);
         if (threads > 1 && n_pack > 1 && K * nc >= 64 * 1024)
             run_parallel(n_pack, pack_chunk_b);
         else
@@ -325,9 +328,21 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
             const ptrdiff_t m = min_of(mc, M - ic);
             const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
             if (p0 >= p1) return;
+            // op(B)'s panels [p0, p1) of K block kb start at b_first(kb) (kc * NR apart).
+            T* own = nullptr;  // col_split: this chunk's own packed panels
+            const ptrdiff_t own_stride = (p1 - p0) * NR * kc_max;
+            if (col_split && !b_in_place) {
+                static thread_local Scratch<T> own_scratch;
+                own = own_scratch.get(own_stride * n_kb);
+                for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
+                    const ptrdiff_t pc = kb * kc_max, kc = min_of(kc_max, K - pc);
+                    pack_b<T, NR>(own + kb * own_stride, Bm + pc * b_k + (jc + p0 * NR) * b_j, b_k, b_j,
+                                  min_of(nc, p1 * NR) - p0 * NR, kc);
+                }
+            }
             for (ptrdiff_t kb = 0; kb < n_kb; ++kb) {
                 const ptrdiff_t pc = kb * kc_max, kc = min_of(kc_max, K - pc);
-                const T* bk = bp + kb * kb_stride;
+                const T* b_first = own ? own + kb * own_stride : bp + kb * kb_stride + p0 * NR * kc;
                 const TA* a0 = A + ic * a_i + pc * a_k;
                 static thread_local Scratch<T> a_scratch;
                 // widened rows are padded by a cache line, so that rows do not share cache sets
@@ -373,12 +388,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                         mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n, st);
                             } else if (direct) {
                                 dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i,
-                                                                                ad_k, bk + jr * kc, ptrdiff_t(NR), kc,
-                                                                                n, st);
+                                                                                ad_k, b_first + (p - p0) * NR * kc,
+                                                                                ptrdiff_t(NR), kc, n, st);
                             } else {
                                 dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
-                                    mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bk + jr * kc,
-                                    ptrdiff_t(NR), kc, n, st);
+                                    mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0),
+                                    b_first + (p - p0) * NR * kc, ptrdiff_t(NR), kc, n, st);
                             }
                         }
                     }
