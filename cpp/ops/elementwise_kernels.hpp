@@ -66,13 +66,6 @@ void relu_forward_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
     relu_forward_scalar(out, mask, x, i, n);
 }
 
-// As relu_forward_kernel, for outputs far larger than the caches: paths with non-temporal
-// stores specialise it (AVX-512), the others run the plain kernel.
-template <class T>
-void relu_forward_stream_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
-    relu_forward_kernel(out, mask, x, n);
-}
-
 // dout, mask are (n,): dout = 0 where mask, in place
 template <class T>
 void relu_backward_kernel(T* dout, const bool* mask, ptrdiff_t n) {
@@ -99,6 +92,7 @@ constexpr std::uint32_t kMaskBytes[16] = {mask_bytes(0),  mask_bytes(1),  mask_b
                                           mask_bytes(12), mask_bytes(13), mask_bytes(14), mask_bytes(15)};
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && BPFAST_VEC_BYTES == 64
+#define BPFAST_RELU_AVX512 1  // relu_forward_stream_kernel (after these blocks) takes this one
 // AVX-512: compare into a k-mask; the mask bytes come straight from it; tails use masked loads/stores.
 template <class T>
 struct Avx512;
@@ -181,14 +175,6 @@ void relu_forward_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_
 template <>
 void relu_forward_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
     relu_forward_avx512(out, mask, x, n);
-}
-template <>
-void relu_forward_stream_kernel<float>(float* out, bool* mask, const float* x, ptrdiff_t n) {
-    relu_forward_stream_avx512(out, mask, x, n);
-}
-template <>
-void relu_forward_stream_kernel<double>(double* out, bool* mask, const double* x, ptrdiff_t n) {
-    relu_forward_stream_avx512(out, mask, x, n);
 }
 template <>
 void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
@@ -319,6 +305,17 @@ void relu_backward_kernel<float>(float* dout, const bool* mask, ptrdiff_t n) {
     relu_backward_scalar(dout, mask, i, n);
 }
 #endif
+
+// As relu_forward_kernel, for outputs far larger than the caches: non-temporal stores where the
+// path has them (AVX-512), the plain kernel elsewhere.
+template <class T>
+void relu_forward_stream_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
+#ifdef BPFAST_RELU_AVX512
+    relu_forward_stream_avx512(out, mask, x, n);
+#else
+    relu_forward_kernel(out, mask, x, n);
+#endif
+}
 
 // x, out are (n,): out = 1 / (1 + exp(-x))
 template <class T>
