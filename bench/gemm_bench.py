@@ -18,15 +18,13 @@ import statistics
 import sys
 import time
 
-_CLEAN_ENV = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864",
-               "MALLOC_MMAP_THRESHOLD_": "1073741824"}
+from run import MALLOC_VARS, REMOVED_VARS  # the environment bench/run.py times in
+
 if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
-    "OPENBLAS_CORETYPE" in os.environ
-    or "OPENBLAS_L2_SIZE" in os.environ
-    or any(os.environ.get(k) != v for k, v in _CLEAN_ENV.items())
+    any(var in os.environ for var in REMOVED_VARS) or any(os.environ.get(k) != v for k, v in MALLOC_VARS.items())
 ):
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env.update(_CLEAN_ENV, _BPFAST_GEMM_BENCH="1")
+    env = {k: v for k, v in os.environ.items() if k not in REMOVED_VARS}
+    env.update(MALLOC_VARS, _BPFAST_GEMM_BENCH="1")
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 import numpy as np  # noqa: E402

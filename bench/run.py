@@ -31,7 +31,6 @@ import argparse
 import datetime
 import fnmatch
 import gc
-import gzip
 import json
 import math
 import os
@@ -279,28 +278,17 @@ class Peer:
 # ----------------------------------------------------------------------------- data
 
 
-def mnist_dir():
-    """The first folder holding MNIST's training files: the checkout's ../shared/data/mnist, then
-    each folder in $BPFAST_DATA (as D/mnist, then D), as ``bpfast train`` looks; else None."""
-    roots = [Path(p).expanduser() for p in os.environ.get("BPFAST_DATA", "").split(os.pathsep) if p]
-    for folder in [MNIST_DIR] + [f for root in roots for f in (root / "mnist", root)]:
-        if all((folder / f"train-{kind}-idx{d}-ubyte.gz").is_file() for kind, d in (("images", 3), ("labels", 1))):
-            return folder
-    return None
+def mnist_train():
+    """MNIST's training images (float32 in [0, 1], flattened) and int64 labels, found the way
+    ``bpfast train`` finds them (the checkout's ../shared/data/mnist first, then $BPFAST_DATA and
+    the user cache; never downloaded), or None."""
+    from bpfast.datasets import DatasetNotFoundError, load_mnist
 
-
-def mnist_rows(n, folder):
-    """The first n MNIST training images (float32 in [0, 1], flattened) and labels, or None."""
-    if folder is None:
+    try:
+        (x, t), _ = load_mnist(data_dir=MNIST_DIR, download=False)
+    except DatasetNotFoundError:
         return None
-    images = folder / "train-images-idx3-ubyte.gz"
-    labels = folder / "train-labels-idx1-ubyte.gz"
-    n = min(n, 60000)
-    with gzip.open(images) as f:
-        x = np.frombuffer(f.read(16 + n * 784)[16:], np.uint8).reshape(n, 784)
-    with gzip.open(labels) as f:
-        t = np.frombuffer(f.read(8 + n)[8:], np.uint8).astype(np.int64)
-    return x.astype(np.float32) / np.float32(255.0), t
+    return x, t.astype(np.int64)
 
 
 def initial_params(D, H, O, dtype, seed=1):
@@ -339,10 +327,10 @@ class Harness:
         self.available = self.bpfast.backends()
         self.tmp = tempfile.TemporaryDirectory(prefix="bpfast-bench-")
         self.peers = None
-        self.mnist_dir = folder = mnist_dir()
-        self.mnist = mnist_rows(2048, folder)
+        self.mnist = mnist_train()
         self.data_note = (
-            f"x: the first MNIST training images from {folder} (float32 in [0,1])"
+            f"x: the first MNIST training images (bpfast.datasets.load_mnist: {MNIST_DIR}, $BPFAST_DATA, "
+            "the user cache; float32 in [0,1])"
             if self.mnist is not None
             else "x: seeded uniform [0,1) float32 (MNIST not found)"
         )
@@ -644,7 +632,7 @@ class Harness:
         from bpfast.nets import TwoLayerNet
 
         bpfast = self.bpfast
-        pool = mnist_rows(10000, self.mnist_dir)
+        pool = (self.mnist[0][:10000], self.mnist[1][:10000]) if self.mnist is not None else None
         if pool is None:
             rng = np.random.default_rng(0)
             pool = (rng.random((10000, 784), dtype=np.float32), rng.integers(0, 10, 10000))
