@@ -5,6 +5,7 @@
 // update sits beside it. Reentrant; no allocation.
 #include "bpfast/nets.hpp"
 #include "bpfast/ops.hpp"
+#include "parallel_chunks.hpp"
 
 namespace bpfast {
 
@@ -32,13 +33,23 @@ double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std:
     return loss;
 }
 
-// param and grad are (n,)
+namespace {
+// Chunks of the update: about 32 KiB of parameters each; one thread below two chunks.
+constexpr ptrdiff_t kUpdateChunkBytes = 32 * 1024;
+}  // namespace
+
+// param and grad are (n,). Split across the pool: both cores then hold written lines of the
+// weights, so the next forward pass (where each core reads all of W1) pulls half from the other
+// core on each side instead of all of it on one.
 template <class T>
 void sgd_update(T* param, const T* grad, T lr, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; ++i) {
-        const T step = lr * grad[i];
-        param[i] = param[i] - step;
-    }
+    constexpr ptrdiff_t chunk = kUpdateChunkBytes / ptrdiff_t(sizeof(T));
+    run_chunked(n, chunk, 2 * chunk, [=](ptrdiff_t b, ptrdiff_t e) {
+        for (ptrdiff_t i = b; i < e; ++i) {
+            const T step = lr * grad[i];
+            param[i] = param[i] - step;
+        }
+    });
 }
 
 #define BPFAST_INSTANTIATE(T, TX)                                                                              \
