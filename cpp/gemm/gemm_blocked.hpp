@@ -246,6 +246,10 @@ void run_parallel(ptrdiff_t n_chunks, F& f) {
 // Column panels per chunk up to which A is read in place instead of packed (measured).
 constexpr ptrdiff_t kDirectMaxPanels = 4;
 
+// The longest step between consecutive k of a transposed A read in place (bytes; measured:
+// x^T for 784 features, 3-6 KB, is faster packed; 50 or 100 features, faster in place).
+constexpr ptrdiff_t kDirectMaxStrideBytes = 2048;
+
 // Packed B panels streamed past one A micro-panel (bytes): about half of L2.
 constexpr ptrdiff_t kL2PanelBytes = 512 * 1024;
 
@@ -303,8 +307,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         // double product is never widened as it is broadcast (that puts a convert and a shuffle on
         // the FMA ports for every element of every tile): row-major, its rows are widened into
         // the scratch as they are (a vectorised pass) and read there in place; transposed, packed.
+        // A transposed A read in place steps a whole row of A per k: past kDirectMaxStrideBytes
+        // every k of a tile lands on another page and line (x^T·dout with 784 features), so it
+        // is packed; with short rows (the second layer's x^T) it is read in place.
         constexpr bool widen = sizeof(TA) != sizeof(T);
-        const bool direct = panels_per_jg <= kDirectMaxPanels && (!widen || a_k == 1);
+        const bool a_in_place_ok = a_k == 1 || (!widen && a_k * ptrdiff_t(sizeof(TA)) <= kDirectMaxStrideBytes);
+        const bool direct = panels_per_jg <= kDirectMaxPanels && a_in_place_ok;
         // A read in place and a row-major op(B): B is read in place too (packing it would cost
         // about what the few panels save, and hand a block written by one core to the other).
         const bool b_in_place = direct && b_j == 1;
