@@ -169,7 +169,13 @@ void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdif
                 const TA* src = A + (i0 + i) * rs;
                 for (ptrdiff_t k = 0; k < kc; ++k) dst[k * MR + i] = static_cast<T>(src[k]);
             }
-        } else {  // columns contiguous (rs == 1): read along i
+        } else if (mi == MR) {  // columns contiguous (rs == 1): read along i, MR at a time
+            for (ptrdiff_t k = 0; k < kc; ++k) {
+                const TA* src = A + i0 + k * ks;
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
+            }
+        } else {
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const TA* src = A + i0 + k * ks;
                 for (ptrdiff_t i = 0; i < mi; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
