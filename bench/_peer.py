@@ -9,8 +9,8 @@ protocol: one JSON object per line on stdin, one answer per line on stdout.
     <- {"ok": true}
     -> {"cmd": "validate", "out": path}           one step from the initial weights; save grads
     <- {"ok": true}                               and new params to out (.npz), then reset
-    -> {"cmd": "time", "inner": k, "warm": b}     k steps back to back, timed in the worker
-                                                  (after one untimed step when warm)
+    -> {"cmd": "time", "inner": k, "warm_s": w}   k steps back to back, timed in the worker
+                                                  (after w seconds of untimed steps)
     <- {"seconds": s}
     -> {"cmd": "quit"}
 
@@ -27,6 +27,7 @@ import time
 import traceback
 
 import numpy as np
+from _quiet import warm_up
 
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
@@ -69,8 +70,8 @@ def serve(load_library, make_model) -> None:
                 inner = int(request["inner"])
                 step = model.step
                 gc.disable()
-                if request.get("warm"):
-                    step()
+                if request.get("warm_s"):
+                    warm_up(step, float(request["warm_s"]))
                 start = time.perf_counter()
                 for _ in range(inner):
                     step()

@@ -1,4 +1,5 @@
-"""Wait until this process's other threads stop spinning (OpenBLAS's, after a NumPy call).
+"""Machine state around a sample: wait until this process's other threads stop spinning
+(OpenBLAS's, after a NumPy call), and warm the machine up again before the next sample.
 
 After every call, OpenBLAS's worker threads spin for about 0.1 s of CPU before they sleep
 (measured here: 0.100 s of CPU on the second core after each product). On a two-core machine
@@ -46,3 +47,17 @@ def wait_for_quiet_threads(max_s: float = 0.3) -> float:
             break
         before = now
     return time.perf_counter() - start
+
+
+def warm_up(call, seconds: float) -> None:
+    """Call ``call()`` untimed for at least ``seconds`` (at least once).
+
+    The quiet wait above leaves both cores idle for 25 ms or more, and the first milliseconds
+    after an idle spell run slow for every variant (measured: a 300 us training step timed
+    right after a 30 ms sleep has a median 40% above the same step timed back to back; 5-10 ms
+    of untimed calls first bring it back). A training loop never idles between steps, so each
+    sample starts warm."""
+    start = time.perf_counter()
+    call()
+    while time.perf_counter() - start < seconds:
+        call()

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from _quiet import wait_for_quiet_threads
+from _quiet import wait_for_quiet_threads, warm_up
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -71,7 +71,8 @@ PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
 BLAS_FAMILIES = ("numpy", "numba")  # in-process variants on OpenBLAS (NumPy's, SciPy's for Numba)
-WARM_BELOW_S = 0.02  # calls shorter than this get one untimed call before each sample
+WARM_BELOW_S = 0.02  # calls shorter than this get WARMUP_S of untimed calls before each sample
+WARMUP_S = 0.01  # see _quiet.warm_up
 
 
 # ----------------------------------------------------------------------------- environment
@@ -136,20 +137,20 @@ def import_bpfast():
 
 @dataclass
 class Variant:
-    """One competitor in a case: ``run(inner, warm)`` does ``inner`` calls (after one untimed
-    call when ``warm``) and returns their seconds; ``check()`` returns the outputs compared with
+    """One competitor in a case: ``run(inner, warm_s)`` does ``inner`` calls (after ``warm_s``
+    seconds of untimed calls, when not 0) and returns their seconds; ``check()`` returns the outputs compared with
     the reference (dict of arrays). ``family`` names the thread pool it runs on: a round runs
     the variants of one family back to back."""
 
     name: str
-    run: Callable[[int, bool], float] | None = None
+    run: Callable[[int, float], float] | None = None
     check: Callable[[], dict] | None = None
     family: str = ""
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
     remote: bool = False
     inner: int = 1
-    warm: bool = False
+    warm_s: float = 0.0
     samples: list = field(default_factory=list)
     error: float | None = None
 
@@ -163,11 +164,11 @@ def local(name, fn, check, backend=None, bpfast=None):
 
     Its family is the backend (the NumPy variants share NumPy's OpenBLAS with bpfast numpy)."""
 
-    def run(inner, warm=False):
+    def run(inner, warm_s=0.0):
         ctx = bpfast.use_backend(backend) if backend else _nullcontext()
         with ctx:
-            if warm:
-                fn()
+            if warm_s:
+                warm_up(fn, warm_s)
             start = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -248,8 +249,8 @@ class Peer:
         np.savez(npz, **arrays)
         self.ask(cmd="setup", npz=str(npz), lr=LR)
 
-        def run(inner, warm=False):
-            seconds = self.ask(cmd="time", inner=inner, warm=warm)["seconds"]
+        def run(inner, warm_s=0.0):
+            seconds = self.ask(cmd="time", inner=inner, warm_s=warm_s)["seconds"]
             time.sleep(PEER_QUIET_S)
             return seconds
 
@@ -412,7 +413,7 @@ class Harness:
             if once < 0.1:
                 once = min(v.run(1) for _ in range(2))
             v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
-            v.warm = once < WARM_BELOW_S
+            v.warm_s = WARMUP_S if once < WARM_BELOW_S else 0.0
         self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
         families = {}
         for v in timed:
@@ -424,7 +425,7 @@ class Harness:
             for r in range(self.rounds):
                 for group in rotated(groups, r):
                     for v in rotated(group, r):
-                        v.samples.append(v.run(v.inner, v.warm) / v.inner)
+                        v.samples.append(v.run(v.inner, v.warm_s) / v.inner)
                     if group[0].family in BLAS_FAMILIES:
                         wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s and would steal a core
                 if r + 1 >= self.min_rounds and time.perf_counter() - timing_start > self.budget_s:
@@ -826,6 +827,8 @@ class Harness:
             self.data_note,
             f"interleaved rounds: up to {self.rounds} per case (at least {self.min_rounds}, then a {self.budget_s:.0f} s budget); "
             f"each sample times back-to-back calls (~{self.target_sample_s * 1e3:.0f} ms) and divides; GC off while timing",
+            f"calls under {WARM_BELOW_S * 1e3:.0f} ms get {WARMUP_S * 1e3:.0f} ms of untimed calls before each sample "
+            "(after an idle spell, such as the wait below, the first milliseconds run slow for every variant)",
             "PyTorch and JAX run in worker processes of their own, one sample per round like the rest",
             "after the NumPy and Numba variants' samples the harness waits until OpenBLAS's threads stop spinning "
             "(~0.1 s of CPU after every call), so they do not take a core from the variant timed next",
