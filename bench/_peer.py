@@ -5,10 +5,12 @@ would slow whatever the harness times next on a two-core machine. The harness st
 the peer interleaved with the in-process variants, one sample per round, through this
 protocol: one JSON object per line on stdin, one answer per line on stdout.
 
-    -> {"cmd": "setup", "npz": path, "lr": 0.1}   load x, t, W1, b1, W2, b2 (initial weights)
+    -> {"cmd": "setup", "kind": k, "npz": path, "lr": 0.1}
+                                                  kind "step": load x, t, W1, b1, W2, b2 (initial
+                                                  weights); kind "softmax": load x
     <- {"ok": true}
-    -> {"cmd": "validate", "out": path}           one step from the initial weights; save grads
-    <- {"ok": true}                               and new params to out (.npz), then reset
+    -> {"cmd": "validate", "out": path}           one call from the initial state; save its
+    <- {"ok": true}                               outputs to out (.npz), then reset
     -> {"cmd": "time", "inner": k, "warm_s": w}   k steps back to back, timed in the worker
                                                   (after w seconds of untimed steps)
     <- {"seconds": s}
@@ -37,13 +39,13 @@ def _send(obj) -> None:
     sys.stdout.flush()
 
 
-def serve(load_library, make_model) -> None:
+def serve(load_library, models) -> None:
     """Answer the harness's commands.
 
     ``load_library()`` returns a dict (name, version, threads) or raises ImportError.
-    ``make_model(arrays, lr)`` returns an object with ``validate() -> dict of numpy arrays``
-    (grads ``dW1``... and new params ``W1``...; the model is reset afterwards) and
-    ``step()`` (one SGD step, finished when it returns).
+    ``models[kind](arrays, lr)`` returns an object with ``validate() -> dict of numpy arrays``
+    (for a step: grads ``dW1``... and new params ``W1``...; the model is reset afterwards; for
+    softmax: ``y``) and ``step()`` (one call, finished when it returns).
     """
     try:
         about = load_library()
@@ -61,7 +63,7 @@ def serve(load_library, make_model) -> None:
             if cmd == "setup":
                 with np.load(request["npz"]) as data:
                     arrays = {key: data[key] for key in data.files}
-                model = make_model(arrays, float(request["lr"]))
+                model = models[request.get("kind", "step")](arrays, float(request.get("lr", 0.0)))
                 _send({"ok": True})
             elif cmd == "validate":
                 np.savez(request["out"], **model.validate())

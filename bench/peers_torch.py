@@ -1,4 +1,5 @@
-"""PyTorch eager: the book's TwoLayerNet SGD step, run by bench/run.py in a process of its own.
+"""PyTorch eager: the book's TwoLayerNet SGD step (and softmax), run by bench/run.py in a process
+of its own.
 
 The same computation as the book's: h = relu(x·W1 + b1), logits = h·W2 + b2, softmax
 cross-entropy averaged over the batch, autograd gradients, then ``p -= lr * grad`` in place.
@@ -63,5 +64,21 @@ class Model:
         return out
 
 
+class Softmax:
+    """torch.softmax over the rows of x."""
+
+    def __init__(self, arrays, lr):
+        import torch
+
+        self.softmax = torch.softmax
+        self.x = torch.from_numpy(arrays["x"])
+
+    def step(self):
+        self.softmax(self.x, dim=1)
+
+    def validate(self):
+        return {"y": self.softmax(self.x, dim=1).numpy()}
+
+
 if __name__ == "__main__":
-    serve(load_library, Model)
+    serve(load_library, {"step": Model, "softmax": Softmax})

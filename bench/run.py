@@ -243,11 +243,11 @@ class Peer:
             raise RuntimeError(answer["error"])
         return answer
 
-    def variant(self, case_id, arrays):
-        """A remote variant running this worker's model of the step on ``arrays``."""
+    def variant(self, case_id, arrays, kind="step"):
+        """A remote variant running this worker's model of ``kind`` (the step, softmax) on ``arrays``."""
         npz = Path(self.tmpdir) / f"{case_id}.npz"
         np.savez(npz, **arrays)
-        self.ask(cmd="setup", npz=str(npz), lr=LR)
+        self.ask(cmd="setup", kind=kind, npz=str(npz), lr=LR)
 
         def run(inner, warm_s=0.0):
             seconds = self.ask(cmd="time", inner=inner, warm_s=warm_s)["seconds"]
@@ -259,6 +259,8 @@ class Peer:
             self.ask(cmd="validate", out=str(out))
             with np.load(out) as data:
                 got = {key: data[key] for key in data.files}
+            if kind != "step":
+                return got
             result = updates(arrays, got)
             result.update({"d" + k: got["d" + k] for k in PARAM_KEYS})
             return result
@@ -609,7 +611,7 @@ class Harness:
             variants.append(self.peer_variant(peer_name, f"step-{name}", arrays))
         return variants
 
-    def peer_variant(self, name, case_id, arrays):
+    def peer_variant(self, name, case_id, arrays, kind="step"):
         if self.args.no_peers:
             return Variant.skipped(PEERS[name], "--no-peers")
         if self.peers is None:
@@ -623,7 +625,7 @@ class Harness:
         if peer.skip:
             return Variant.skipped(PEERS[name], str(peer.skip))
         try:
-            return peer.variant(case_id, arrays)
+            return peer.variant(case_id, arrays, kind)
         except RuntimeError as exc:
             return Variant.skipped(PEERS[name], f"worker failed: {exc}")
 
@@ -705,9 +707,10 @@ class Harness:
 
         x = (3.0 * np.random.default_rng(3).standard_normal((N, C))).astype(np.float32)
         ref = local("NumPy (book formula)", lambda: book_numpy.softmax(x), lambda: {"y": book_numpy.softmax(x)})
-        return [ref] + self.backend_variants(
+        variants = [ref] + self.backend_variants(
             "bpfast softmax", lambda b: (lambda: softmax(x), lambda: {"y": softmax(x)})
         )
+        return variants + [self.peer_variant(peer, f"softmax-{N}x{C}", {"x": x}, "softmax") for peer in PEERS]
 
     def build_relu(self, n):
         import book_numpy
