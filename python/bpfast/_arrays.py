@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+KERNEL_DTYPES = (FLOAT32, FLOAT64)
 _NUMERIC_KINDS = "biuf"
 
 

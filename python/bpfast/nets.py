@@ -102,14 +102,18 @@ class TwoLayerNet:
         kernel = getattr(current(), kernel_name, None)
         if kernel is None or not self._is_standard():
             return None
-        W1, b1, W2, b2 = (self.params[key] for key in ("W1", "b1", "W2", "b2"))
+        params = self.params
+        W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
         dtype = W1.dtype
-        if _arrays.kernel_dtype(dtype) is None or any(p.dtype != dtype for p in (b1, W2, b2)):
+        if _arrays.kernel_dtype(dtype) is None or not (b1.dtype == W2.dtype == b2.dtype == dtype):
             return None
-        if extra and not all(p.flags.c_contiguous and p.flags.aligned and p.flags.writeable for p in (W1, b1, W2, b2)):
+        # updated in place: C-contiguous, aligned and writable (flags.carray) each
+        if extra and not (W1.flags.carray and b1.flags.carray and W2.flags.carray and b2.flags.carray):
             return None
         x = _arrays.as_numeric(x, "x")
-        if x.ndim < 2 or x.shape[0] == 0 or np.result_type(x, dtype) != dtype:
+        if x.ndim < 2 or x.shape[0] == 0:
+            return None
+        if x.dtype != dtype and not (x.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64) and np.result_type(x, dtype) != dtype:
             return None
         x2 = x.reshape(x.shape[0], -1)
         if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
@@ -119,7 +123,7 @@ class TwoLayerNet:
             if np.result_type(target, dtype) != dtype:
                 return None
             target = _arrays.cast(target, dtype)
-        if not (x2.dtype == np.float32 and dtype == np.float64):  # float32 data is widened in the kernel
+        if not (x2.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64):  # float32 data is widened in the kernel
             x2 = _arrays.cast(x2, dtype)
         results = kernel(x2, target, W1, b1.reshape(-1), W2, b2.reshape(-1), *extra)
         return (x, t, target, *results)
