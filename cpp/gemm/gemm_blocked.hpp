@@ -156,6 +156,71 @@ inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdi
     }
 }
 
+// A panel's last few columns, r <= W/4 of them past its full vectors (50 = 3*16 + 2 columns):
+// as a tile they would cost a whole vector of FMAs per row and k for r useful lanes. From a packed
+// A panel (a[k*MRP + i], rows along the vector) they cost ceil(m/W) FMAs per column and k.
+// Each element still sees one FMA per k in k order from zero, then the tile's store and epilogue
+// in scalar form: the same bits as the microkernel. c, bias and mask point at the first such
+// column; b[k*bks + j] is op(B) for those columns.
+template <class T, int MRP, int R>
+inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
+                         const TileStore<T>& st) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    constexpr int NA = (MRP + W - 1) / W;  // vectors down a packed column of A
+    V acc[R][NA];
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j)
+#pragma GCC unroll 4
+        for (int v = 0; v < NA; ++v) acc[j][v] = S::zero();
+    for (ptrdiff_t k = 0; k < kc; ++k) {
+        V av[NA];
+#pragma GCC unroll 4
+        for (int v = 0; v < NA; ++v) {  // rows past m are never read (the packing leaves them unset)
+            const int lanes = m - v * W;
+            av[v] = lanes >= W ? S::loadu(a + k * MRP + v * W) : lanes > 0 ? S::load_n(a + k * MRP + v * W, lanes) : S::zero();
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < R; ++j) {
+            const auto bj = S::bcast(b + k * bks + j);  // the microkernel's operand order: bcast * vector
+#pragma GCC unroll 4
+            for (int v = 0; v < NA; ++v) acc[j][v] = S::fma(bj, av[v], acc[j][v]);
+        }
+    }
+    T sums[R][NA * W];
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j)
+#pragma GCC unroll 4
+        for (int v = 0; v < NA; ++v) S::storeu(sums[j] + v * W, acc[j][v]);
+    for (int i = 0; i < m; ++i)
+        for (int j = 0; j < R; ++j) {
+            T* p = c + i * ldc + j;
+            T v = sums[j][i];
+            if (!st.first) v = *p + v;
+            if (st.last) {
+                if (st.bias) v = v + st.bias[j];
+                if (st.relu) {
+                    const bool masked = v <= T(0);  // NaN: false, kept
+                    if (st.mask) st.mask[i * st.ldm + j] = masked;
+                    if (masked) v = T(0);
+                }
+            }
+            *p = v;
+        }
+}
+
+template <class T, int MRP, int R>
+inline void dispatch_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
+                          const TileStore<T>& st) {
+    if constexpr (R > 0) {
+        if (r == R)
+            edge_columns<T, MRP, R>(m, c, ldc, a, b, bks, kc, st);
+        else
+            dispatch_edge<T, MRP, R - 1>(r, m, c, ldc, a, b, bks, kc, st);
+    }
+}
+
 // Pack rows [0, m) x columns [0, kc) of op(A) into MR-tall panels, k-major inside a panel:
 // panel p holds dst[k*MR + i] = op(A)(p*MR + i, k) (rows past m are left unset: the
 // microkernel for a short panel never reads them). op(A)(i, k) is A[i*rs + k*ks]; TA may be
@@ -272,6 +337,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     constexpr int MR = B::mr;
     constexpr int W = Simd<T>::W;
     constexpr int NR = B::nv * W;
+    constexpr int kEdgeMax = W / 4;  // columns past a panel's full vectors that edge_columns takes
     static_assert(B::mc % B::mr == 0 && B::nc % NR == 0, "cache blocks must be multiples of the register block");
     if (M <= 0 || N <= 0) return;
     if (K <= 0) return fill_epilogue(C, M, N, ep);
@@ -405,9 +471,24 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                                                                 ad_k, b_first + (p - p0) * NR * kc,
                                                                                 ptrdiff_t(NR), kc, n, st);
                             } else {
-                                dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
-                                    mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0),
-                                    b_first + (p - p0) * NR * kc, ptrdiff_t(NR), kc, n, st);
+                                const T* bpanel = b_first + (p - p0) * NR * kc;
+                                const int full = static_cast<int>(n / W), edge = static_cast<int>(n % W);
+                                if (edge == 0 || edge > kEdgeMax) {
+                                    dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
+                                        mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bpanel,
+                                        ptrdiff_t(NR), kc, n, st);
+                                } else {  // the full vectors as a tile, the few columns after them by edge_columns
+                                    if (full > 0)
+                                        dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
+                                            mi, full, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bpanel,
+                                            ptrdiff_t(NR), kc, ptrdiff_t(full) * W, st);
+                                    TileStore<T> est = st;
+                                    const ptrdiff_t j0 = ptrdiff_t(full) * W;
+                                    if (est.bias) est.bias += j0;
+                                    if (est.mask) est.mask += j0;
+                                    dispatch_edge<T, MR, kEdgeMax>(edge, mi, cp + j0, ldc, ap + ir * kc, bpanel + j0,
+                                                                   ptrdiff_t(NR), kc, est);
+                                }
                             }
                         }
                     }
