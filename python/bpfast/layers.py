@@ -126,7 +126,7 @@ class Affine:
         _arrays.require_shape(b.shape in ((W.shape[1],), (1, W.shape[1])), "Affine", ("b", b.shape), ("W", W.shape))
         self.original_x_shape = x.shape
         self.x = x2
-        dtype = _common_dtype(x2, W, b)
+        dtype = _arrays.promoted_dtype(x2, W, b)
         if _arrays.kernel_dtype(dtype) is None:
             return numpy_ref.affine_forward(x2, W, b)
         cast = _arrays.cast
@@ -151,19 +151,11 @@ def _mixed_ok(backend, x, dtype) -> bool:
     return backend.name == "cpp" and x.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64
 
 
-def _common_dtype(x, W, other):
-    """np.result_type(x, W, other), without the call in the two usual cases: one dtype, or the
-    book's float32 data with float64 parameters."""
-    if W.dtype == other.dtype and (x.dtype == W.dtype or (x.dtype == _arrays.FLOAT32 and W.dtype == _arrays.FLOAT64)):
-        return W.dtype
-    return np.result_type(x, W, other)
-
-
 def _affine_backward(dout, x, W):
     """(dx, dW, db) with the dtypes NumPy's formulas would give, computed in one kernel dtype."""
     if dout.dtype == x.dtype == W.dtype and _arrays.kernel_dtype(W.dtype) is not None:
         return current().affine_backward(dout, x, W)  # one dtype: nothing to convert
-    dtype = _common_dtype(x, W, dout)
+    dtype = _arrays.promoted_dtype(x, W, dout)
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.affine_backward(dout, x, W)
     cast = _arrays.cast

@@ -113,7 +113,7 @@ class TwoLayerNet:
         x = _arrays.as_numeric(x, "x")
         if x.ndim < 2 or x.shape[0] == 0:
             return None
-        if x.dtype != dtype and not (x.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64) and np.result_type(x, dtype) != dtype:
+        if _arrays.promoted_dtype(x, W1) != dtype:
             return None
         x2 = x.reshape(x.shape[0], -1)
         if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
