@@ -115,6 +115,61 @@ def test_train_step_equals_gradient_then_update(backend, rng, dtype):
         np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
 
 
+def steps_agree(rng, sizes, n, dtype, x_dtype, steps=3):
+    """train_step against the layered gradient followed by NumPy's update, bit for bit."""
+    stepped, updated = make_pair(dtype, sizes)
+    for _ in range(steps):
+        x, t = batch(rng, n=n, d=sizes[0], c=sizes[2], x_dtype=x_dtype)
+        loss = stepped.train_step(x, t, 0.1)
+        grads = updated._layered_gradient(x, t)
+        for key in grads:
+            updated.params[key] -= 0.1 * grads[key]
+        assert loss == updated.lastLayer.loss
+    for key in stepped.params:
+        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+
+
+# The compiled step and its native update on every kernel path, on sizes that are not register
+# blocks (tiles and column edges, widened float32 data, one thread or both).
+STEP_SHAPES = [((5, 1, 3), 1), ((33, 17, 7), 13), ((784, 50, 10), 100), ((100, 129, 20), 64), ((40, 300, 33), 7)]
+
+
+@pytest.mark.parametrize("sizes, n", STEP_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype, x_dtype", [(np.float32, np.float32), (np.float64, np.float64), (np.float64, np.float32)])
+def test_compiled_step_equals_gradient_then_update(cpu_path, rng, sizes, n, dtype, x_dtype):
+    with bpfast.use_backend("cpp"):
+        steps_agree(rng, sizes, n, dtype, x_dtype)
+
+
+def test_compiled_step_through_the_blas_hatch(rng):
+    pytest.importorskip("scipy.linalg.cython_blas")
+    pytest.importorskip("bpfast._core", reason="the compiled core is not built")
+    from bpfast import _blas
+
+    try:
+        _blas.use_scipy_blas(True)
+        with bpfast.use_backend("cpp"):
+            for dtype in (np.float32, np.float64):
+                steps_agree(rng, (784, 50, 10), 100, dtype, np.float32)
+    finally:
+        _blas.use_scipy_blas(False)
+
+
+def test_train_step_is_not_fooled_by_x_sharing_memory_with_a_parameter(backend, rng):
+    # W2 (4,3) as the batch x (4,3): a step that updated W2 before dW1 = x^T·dh had read x
+    # would compute dW1 from the new W2
+    stepped, updated = make_pair(np.float64, (3, 4, 3))
+    t = np.array([0, 2, 1, 1])
+    loss = stepped.train_step(stepped.params["W2"], t, 0.5)
+    x = updated.params["W2"].copy()
+    grads = updated._layered_gradient(x, t)
+    for key in grads:
+        updated.params[key] -= 0.5 * grads[key]
+    assert loss == updated.lastLayer.loss
+    for key in stepped.params:
+        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+
+
 def test_gradients_handed_out_stay_unchanged(backend, rng):
     net = make_pair(np.float64)[0]
     first = net.gradient(*batch(rng))
