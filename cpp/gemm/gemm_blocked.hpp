@@ -237,8 +237,20 @@ void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdif
         } else if (mi == MR) {  // columns contiguous (rs == 1): read along i, MR at a time
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const TA* src = A + i0 + k * ks;
+                if constexpr (sizeof(TA) == sizeof(T)) {  // vector copies (TA is T)
+                    using S = Simd<T>;
+                    constexpr int W = S::W;
+#pragma GCC unroll 4
+                    for (int v = 0; v < MR; v += W) {
+                        if (MR - v >= W)
+                            S::storeu(dst + k * MR + v, S::loadu(src + v));
+                        else
+                            S::store_n(dst + k * MR + v, S::load_n(src + v, MR - v), MR - v);
+                    }
+                } else {  // widened: the compiler vectorises the fixed trip count
 #pragma GCC unroll 16
-                for (int i = 0; i < MR; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
+                    for (int i = 0; i < MR; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
+                }
             }
         } else {
             for (ptrdiff_t k = 0; k < kc; ++k) {
