@@ -99,34 +99,36 @@ def test_replaced_params_take_the_layered_path(backend, rng):
     np.testing.assert_array_equal(got["W1"], want["W1"])
 
 
+def step_both(stepped, updated, x, t, lr=0.1, x_layered=None):
+    """train_step on one net; the layered gradient and NumPy's update on its twin."""
+    loss = stepped.train_step(x, t, lr)
+    grads = updated._layered_gradient(x if x_layered is None else x_layered, t)
+    for key in grads:
+        updated.params[key] -= lr * grads[key]
+    assert loss == updated.lastLayer.loss
+
+
+def assert_same_params(stepped, updated):
+    for key in stepped.params:
+        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_train_step_equals_gradient_then_update(backend, rng, dtype):
     stepped, updated = make_pair(dtype)
-    params_before = {k: v for k, v in stepped.params.items()}
+    params_before = dict(stepped.params)
     for _ in range(30):
-        x, t = batch(rng)
-        loss = stepped.train_step(x, t, 0.1)
-        grads = updated._layered_gradient(x, t)
-        for key in grads:
-            updated.params[key] -= 0.1 * grads[key]
-        assert loss == updated.lastLayer.loss
+        step_both(stepped, updated, *batch(rng))
     for key in stepped.params:
         assert stepped.params[key] is params_before[key], "updated in place"
-        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+    assert_same_params(stepped, updated)
 
 
 def steps_agree(rng, sizes, n, dtype, x_dtype, steps=3):
-    """train_step against the layered gradient followed by NumPy's update, bit for bit."""
     stepped, updated = make_pair(dtype, sizes)
     for _ in range(steps):
-        x, t = batch(rng, n=n, d=sizes[0], c=sizes[2], x_dtype=x_dtype)
-        loss = stepped.train_step(x, t, 0.1)
-        grads = updated._layered_gradient(x, t)
-        for key in grads:
-            updated.params[key] -= 0.1 * grads[key]
-        assert loss == updated.lastLayer.loss
-    for key in stepped.params:
-        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+        step_both(stepped, updated, *batch(rng, n=n, d=sizes[0], c=sizes[2], x_dtype=x_dtype))
+    assert_same_params(stepped, updated)
 
 
 # The compiled step and its native update on every kernel path, on sizes that are not register
@@ -160,14 +162,8 @@ def test_train_step_is_not_fooled_by_x_sharing_memory_with_a_parameter(backend, 
     # would compute dW1 from the new W2
     stepped, updated = make_pair(np.float64, (3, 4, 3))
     t = np.array([0, 2, 1, 1])
-    loss = stepped.train_step(stepped.params["W2"], t, 0.5)
-    x = updated.params["W2"].copy()
-    grads = updated._layered_gradient(x, t)
-    for key in grads:
-        updated.params[key] -= 0.5 * grads[key]
-    assert loss == updated.lastLayer.loss
-    for key in stepped.params:
-        np.testing.assert_array_equal(stepped.params[key], updated.params[key], err_msg=key)
+    step_both(stepped, updated, stepped.params["W2"], t, 0.5, x_layered=updated.params["W2"].copy())
+    assert_same_params(stepped, updated)
 
 
 def test_gradients_handed_out_stay_unchanged(backend, rng):
