@@ -71,6 +71,21 @@ struct TileStore {
     ptrdiff_t ldm;
 };
 
+// The first n elements at p as a vector, zeros past them (n may be <= 0 or more than a vector).
+template <class T>
+inline typename Simd<T>::V load_first(const T* p, ptrdiff_t n) {
+    using S = Simd<T>;
+    return n >= S::W ? S::loadu(p) : n > 0 ? S::load_n(p, n) : S::zero();
+}
+
+// The scalar ReLU of the epilogue: mask = v <= 0 (NaN: false, kept), written when mask is set.
+template <class T>
+inline T relu_scalar(T v, bool* mask) {
+    const bool masked = v <= T(0);
+    if (mask) *mask = masked;
+    return masked ? T(0) : v;
+}
+
 // How the microkernel reads B: packed (b[k*NRP + j], zero-padded, aligned), or in place (b[k*bks +
 // j], row-major op(B)), every vector full, or the last one cut to the panel's n columns.
 enum BRead { kBPacked, kBInPlace, kBInPlaceEdge };
@@ -177,10 +192,8 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
     for (ptrdiff_t k = 0; k < kc; ++k) {
         V av[NA];
 #pragma GCC unroll 4
-        for (int v = 0; v < NA; ++v) {  // rows past m are never read (the packing leaves them unset)
-            const int lanes = m - v * W;
-            av[v] = lanes >= W ? S::loadu(a + k * MRP + v * W) : lanes > 0 ? S::load_n(a + k * MRP + v * W, lanes) : S::zero();
-        }
+        for (int v = 0; v < NA; ++v)  // rows past m are never read (the packing leaves them unset)
+            av[v] = load_first(a + k * MRP + v * W, m - v * W);
 #pragma GCC unroll 8
         for (int j = 0; j < R; ++j) {
             const auto bj = S::bcast(b + k * bks + j);  // the microkernel's operand order: bcast * vector
@@ -200,11 +213,7 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
             if (!st.first) v = *p + v;
             if (st.last) {
                 if (st.bias) v = v + st.bias[j];
-                if (st.relu) {
-                    const bool masked = v <= T(0);  // NaN: false, kept
-                    if (st.mask) st.mask[i * st.ldm + j] = masked;
-                    if (masked) v = T(0);
-                }
+                if (st.relu) v = relu_scalar(v, st.mask ? st.mask + i * st.ldm + j : nullptr);
             }
             *p = v;
         }
@@ -285,12 +294,7 @@ void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff
                 const T* src = B + k * ks + j0;
                 T* d = dst + k * NR;
 #pragma GCC unroll 8
-                for (int v = 0; v < NR / W; ++v) {
-                    const ptrdiff_t left = nj - v * W;
-                    S::storeu(d + v * W, left >= W  ? S::loadu(src + v * W)
-                                         : left > 0 ? S::load_n(src + v * W, left)
-                                                    : S::zero());
-                }
+                for (int v = 0; v < NR / W; ++v) S::storeu(d + v * W, load_first(src + v * W, nj - v * W));
             }
         } else {
             for (ptrdiff_t j = 0; j < nj; ++j) {
@@ -308,13 +312,8 @@ template <class T>
 void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
     for (ptrdiff_t i = 0; i < M; ++i)
         for (ptrdiff_t j = 0; j < N; ++j) {
-            T v = ep.bias ? ep.bias[j] : T(0);
-            if (ep.relu) {
-                const bool m = v <= T(0);
-                if (ep.mask) ep.mask[i * N + j] = m;
-                if (m) v = T(0);
-            }
-            C[i * N + j] = v;
+            const T v = ep.bias ? ep.bias[j] : T(0);
+            C[i * N + j] = ep.relu ? relu_scalar(v, ep.mask ? ep.mask + i * N + j : nullptr) : v;
         }
 }
 
