@@ -275,3 +275,45 @@ def test_default_backend_is_the_fastest_available():
     result = run_python(["-c", "import bpfast; print(bpfast.get_backend())"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == available_backends()[0]
+
+
+class _Tagged(np.ndarray):
+    """An ndarray subclass: the layers hand plain arrays to the kernels after a few attribute
+    reads, and take their general (converting, checking) path for anything else, this included."""
+
+
+def _tagged(a):
+    return a.view(_Tagged)
+
+
+@pytest.mark.parametrize(
+    "x_dtype, w_dtype", [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)], ids=str
+)
+def test_plain_arrays_and_the_general_path_agree_bit_for_bit(backend, x_dtype, w_dtype):
+    """Affine and SoftmaxWithLoss give the same bits, dtypes and attributes on both paths."""
+    x, W, b = normal(1, (13, 7), x_dtype), normal(2, (7, 5), w_dtype), normal(3, (5,), w_dtype)
+    dout = normal(4, (13, 5), w_dtype)
+    results = []
+    for wrap in (np.asarray, _tagged):
+        layer = Affine(wrap(W), wrap(b))
+        out = layer.forward(wrap(x))
+        dx = layer.backward(wrap(dout))
+        results.append([np.asarray(a) for a in (out, dx, layer.dW, layer.db, layer.x)] + [layer.original_x_shape])
+    for plain, general in zip(*results):
+        if isinstance(plain, tuple):
+            assert plain == general
+        else:
+            assert plain.dtype == general.dtype and np.array_equal(plain, general)
+
+    logits = normal(5, (13, 5), w_dtype)
+    for t in (labels(6, 13, 5), np.eye(5, dtype=w_dtype)[labels(6, 13, 5)]):
+        results = []
+        for wrap in (np.asarray, _tagged):
+            loss_layer = SoftmaxWithLoss()
+            loss = loss_layer.forward(wrap(logits), wrap(t))
+            dx = loss_layer.backward()
+            results.append((np.asarray(loss), np.asarray(loss_layer.y), np.asarray(dx)))
+        (loss_p, y_p, dx_p), (loss_g, y_g, dx_g) = results
+        assert loss_p.dtype == loss_g.dtype and loss_p == loss_g
+        assert y_p.dtype == y_g.dtype and np.array_equal(y_p, y_g)
+        assert dx_p.dtype == dx_g.dtype and np.array_equal(dx_p, dx_g)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+INT64 = np.dtype(np.int64)
 KERNEL_DTYPES = (FLOAT32, FLOAT64)
 _NUMERIC_KINDS = "biuf"
 

@@ -118,6 +118,11 @@ def softmax_with_loss(x, t):
     ``target`` is what ``softmax_loss_backward`` needs: int64 labels or the one-hot array.
     Shapes as in ``cross_entropy_error``; an empty batch raises ValueError.
     """
+    if _usual_loss_call(x, t):  # checked in a few attribute reads
+        if t.ndim == 1:
+            _arrays.check_label_range(t, x.shape[1], "SoftmaxWithLoss")
+        y, loss = current().softmax_xent_forward(x, t)
+        return y, loss, t
     x = _arrays.as_numeric(x, "x")
     x2, target = _batch_and_targets(x, t, "SoftmaxWithLoss")
     dtype = _arrays.float_result_dtype(x2)
@@ -133,6 +138,8 @@ def softmax_with_loss(x, t):
 
 def softmax_loss_backward(y, target, dout=1):
     """dx of the fused loss: (y - t) / N for one-hot t, the label form otherwise, times dout."""
+    if type(dout) is int and dout == 1 and _usual_loss_call(y, target):
+        return current().softmax_xent_backward(y, target)
     y2 = y.reshape(-1, y.shape[-1])
     if target.ndim == 2:
         dtype = np.result_type(y2, target)
@@ -144,6 +151,19 @@ def softmax_loss_backward(y, target, dout=1):
     if not (np.isscalar(dout) and dout == 1):
         dx = dx * dout
     return dx.reshape(y.shape)
+
+
+def _usual_loss_call(x, t) -> bool:
+    """Whether the fused loss can hand x and t to the backend as they are: a plain non-empty
+    (N, C) float32 or float64 x, with int64 labels (N,) or one-hot (N, C) t of x's dtype."""
+    if not (type(x) is np.ndarray and type(t) is np.ndarray and x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > 0):
+        return False
+    dtype = x.dtype
+    if not (dtype == _arrays.FLOAT32 or dtype == _arrays.FLOAT64):
+        return False
+    if t.ndim == 1:
+        return t.shape[0] == x.shape[0] and t.dtype == _arrays.INT64
+    return t.shape == x.shape and t.dtype == dtype
 
 
 def _batch_and_targets(x, t, what):

@@ -115,9 +115,19 @@ class Affine:
         self.db = None
 
     def forward(self, x):
+        W, b = self.W, self.b
+        backend = current()
+        if _usual_forward(backend, x, W, b):  # checked in a few attribute reads
+            self.original_x_shape = x.shape
+            self.x = x
+            return backend.affine_forward(x, W, b)
+        return self._forward_any(backend, x, W, b)
+
+    def _forward_any(self, backend, x, W, b):
+        """forward for anything else: array-likes, x of more than two axes, (1, M) b, any dtype."""
         x = _arrays.as_numeric(x, "x")
-        W = _arrays.as_numeric(self.W, "W")
-        b = _arrays.as_numeric(self.b, "b")
+        W = _arrays.as_numeric(W, "W")
+        b = _arrays.as_numeric(b, "b")
         if x.ndim == 0:
             raise ValueError(f"Affine: x must have a batch axis, got shape {x.shape}")
         n = x.shape[0]
@@ -130,20 +140,54 @@ class Affine:
         if _arrays.kernel_dtype(dtype) is None:
             return numpy_ref.affine_forward(x2, W, b)
         cast = _arrays.cast
-        backend = current()
         x_in = x2 if _mixed_ok(backend, x2, dtype) else cast(x2, dtype)  # float32 x widened in the kernel
         return backend.affine_forward(x_in, cast(W, dtype), cast(b.reshape(-1), dtype))
 
     def backward(self, dout):
         """Sets ``dW`` (D, M) and ``db`` (M,); returns dx in the forward input's shape."""
-        if self.x is None:
+        x, W = self.x, self.W
+        if x is None:
             raise RuntimeError("Affine.backward called before Affine.forward")
-        dout = _arrays.as_numeric(dout, "dout")
-        W = _arrays.as_numeric(self.W, "W")
-        expected = (self.x.shape[0], W.shape[1])
-        _arrays.require_shape(dout.shape == expected, "Affine.backward", ("dout", dout.shape), ("x·W", expected))
-        dx, self.dW, self.db = _affine_backward(dout, self.x, W)
+        backend = current()
+        if _usual_backward(backend, dout, x, W):  # checked in a few attribute reads
+            dx, self.dW, self.db = backend.affine_backward(dout, x, W)
+        else:
+            dout = _arrays.as_numeric(dout, "dout")
+            W = _arrays.as_numeric(W, "W")
+            expected = (x.shape[0], W.shape[1])
+            _arrays.require_shape(dout.shape == expected, "Affine.backward", ("dout", dout.shape), ("x·W", expected))
+            dx, self.dW, self.db = _affine_backward(dout, x, W)
         return dx.reshape(*self.original_x_shape)
+
+
+def _usual_forward(backend, x, W, b) -> bool:
+    """Whether forward can hand x, W, b to the backend as they are: plain arrays, 2-D x and W and
+    1-D b that fit, all float32 or all float64 (or float32 x with float64 W and b on the core).
+    Anything else takes the general path, which converts, checks and explains."""
+    if not (type(x) is np.ndarray and type(W) is np.ndarray and type(b) is np.ndarray):
+        return False
+    if not (x.ndim == 2 and W.ndim == 2 and b.ndim == 1 and x.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        return False
+    dtype = W.dtype
+    return b.dtype == dtype and _kernel_pair(backend, x, dtype)
+
+
+def _usual_backward(backend, dout, x, W) -> bool:
+    """As ``_usual_forward`` for backward: plain 2-D dout and W that fit the forward's x, dout in
+    W's dtype; the kernel then returns dx, dW, db in the dtypes NumPy's formulas give."""
+    if not (type(dout) is np.ndarray and type(W) is np.ndarray and dout.ndim == 2 and W.ndim == 2):
+        return False
+    if not (dout.shape[0] == x.shape[0] and dout.shape[1] == W.shape[1] and W.shape[0] == x.shape[1]):
+        return False
+    dtype = W.dtype
+    return dout.dtype == dtype and _kernel_pair(backend, x, dtype)
+
+
+def _kernel_pair(backend, x, dtype) -> bool:
+    """dtype is a kernel dtype, and x has it too or is float32 data the core widens itself."""
+    if x.dtype == dtype:
+        return dtype == _arrays.FLOAT32 or dtype == _arrays.FLOAT64
+    return _mixed_ok(backend, x, dtype)
 
 
 def _mixed_ok(backend, x, dtype) -> bool:
@@ -153,8 +197,6 @@ def _mixed_ok(backend, x, dtype) -> bool:
 
 def _affine_backward(dout, x, W):
     """(dx, dW, db) with the dtypes NumPy's formulas would give, computed in one kernel dtype."""
-    if dout.dtype == x.dtype == W.dtype and _arrays.kernel_dtype(W.dtype) is not None:
-        return current().affine_backward(dout, x, W)  # one dtype: nothing to convert
     dtype = _arrays.promoted_dtype(x, W, dout)
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.affine_backward(dout, x, W)
