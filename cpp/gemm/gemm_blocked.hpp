@@ -171,6 +171,19 @@ inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdi
     }
 }
 
+// Element (i, j) of a tile as the microkernel's store leaves it: the sum v stored (first K block)
+// or added to C, then on the last K block the bias and the ReLU, in scalar form.
+template <class T>
+inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore<T>& st) {
+    T* p = c + i * ldc + j;
+    if (!st.first) v = *p + v;
+    if (st.last) {
+        if (st.bias) v = v + st.bias[j];
+        if (st.relu) v = relu_scalar(v, st.mask ? st.mask + i * st.ldm + j : nullptr);
+    }
+    *p = v;
+}
+
 // A panel's last few columns, r <= W/4 of them past its full vectors (50 = 3*16 + 2 columns):
 // as a tile they would cost a whole vector of FMAs per row and k for r useful lanes. From a packed
 // A panel (a[k*MRP + i], rows along the vector) they cost ceil(m/W) FMAs per column and k.
@@ -207,16 +220,7 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
 #pragma GCC unroll 4
         for (int v = 0; v < NA; ++v) S::storeu(sums[j] + v * W, acc[j][v]);
     for (int i = 0; i < m; ++i)
-        for (int j = 0; j < R; ++j) {
-            T* p = c + i * ldc + j;
-            T v = sums[j][i];
-            if (!st.first) v = *p + v;
-            if (st.last) {
-                if (st.bias) v = v + st.bias[j];
-                if (st.relu) v = relu_scalar(v, st.mask ? st.mask + i * st.ldm + j : nullptr);
-            }
-            *p = v;
-        }
+        for (int j = 0; j < R; ++j) store_scalar(c, ldc, i, j, sums[j][i], st);
 }
 
 template <class T, int MRP, int R>
@@ -227,6 +231,77 @@ inline void dispatch_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, const T
             edge_columns<T, MRP, R>(m, c, ldc, a, b, bks, kc, st);
         else
             dispatch_edge<T, MRP, R - 1>(r, m, c, ldc, a, b, bks, kc, st);
+    }
+}
+
+// The same few columns when op(A)'s rows are contiguous (x·W, whatever the thread count or
+// the packing): dot products along k, one FMA per W values of k instead of a whole vector per
+// row and k. Element (i, j) sums lane by lane (lane l takes the k = l mod W, in k order from
+// zero), then the W lanes pairwise in a fixed order, then the tile's store and epilogue.
+// a[i*lda + k] are RB rows of op(A) and bt[j*ldbt + k] the R columns of op(B), both contiguous.
+template <class T, int R, int RB>
+inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt, ptrdiff_t ldbt, ptrdiff_t kc,
+                     const TileStore<T>& st) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    V acc[RB][R];
+#pragma GCC unroll 4
+    for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < R; ++j) acc[i][j] = S::zero();
+    for (ptrdiff_t k = 0; k < kc; k += W) {
+        const ptrdiff_t n = kc - k;  // lanes past kc load as zeros and add nothing
+        V bv[R];
+#pragma GCC unroll 4
+        for (int j = 0; j < R; ++j) bv[j] = load_first(bt + j * ldbt + k, n);
+#pragma GCC unroll 4
+        for (int i = 0; i < RB; ++i) {
+            const V av = load_first(a + i * lda + k, n);
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
+        }
+    }
+    T lanes[RB][R][W];  // every accumulator stored first: the sums below then run side by side
+#pragma GCC unroll 4
+    for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < R; ++j) S::storeu(lanes[i][j], acc[i][j]);
+    for (int i = 0; i < RB; ++i)
+        for (int j = 0; j < R; ++j) {
+            T* l = lanes[i][j];
+            for (int half = W / 2; half > 0; half /= 2)
+                for (int q = 0; q < half; ++q) l[q] += l[q + half];
+            store_scalar(c, ldc, i, j, l[0], st);
+        }
+}
+
+// dot_rows over m rows, four at a time; r columns (R is the largest r it is compiled for).
+template <class T, int R>
+inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt, ptrdiff_t ldbt,
+                     ptrdiff_t kc, const TileStore<T>& st) {
+    if constexpr (R > 0) {
+        if (r != R) return dot_edge<T, R - 1>(r, m, c, ldc, a, lda, bt, ldbt, kc, st);
+        for (int i = 0; i < m;) {
+            TileStore<T> rows = st;
+            if (rows.mask) rows.mask += i * st.ldm;
+            T* ci = c + i * ldc;
+            const T* ai = a + i * lda;
+            const int left = m - i;
+            if (left >= 4) {
+                dot_rows<T, R, 4>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                i += 4;
+            } else if (left == 3) {
+                dot_rows<T, R, 3>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                i += 3;
+            } else if (left == 2) {
+                dot_rows<T, R, 2>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                i += 2;
+            } else {
+                dot_rows<T, R, 1>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                i += 1;
+            }
+        }
     }
 }
 
@@ -380,6 +455,18 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     static thread_local Scratch<T> b_scratch;
     T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
 
+    // A last panel of only a few columns (50 = 3*16 + 2 in double): with op(A)'s rows contiguous,
+    // dot products along k (dot_edge), their columns of op(B) copied here first, bt[j*K + k]. The
+    // choice depends on the layout alone, so the sums do not change with the thread count.
+    // (A panel with a full vector before its few columns keeps them in its tile: a one-vector
+    // tile plus dot_edge measured slower than the two-vector tile, 18 = 16 + 2 floats.)
+    const int edge = static_cast<int>(N % W);
+    const bool dot_edge_on = a_k == 1 && edge >= 1 && edge <= kEdgeMax && N % NR == edge;
+    static thread_local Scratch<T> bt_scratch;
+    T* bt = dot_edge_on ? bt_scratch.get(edge * K) : nullptr;
+    for (int j = 0; dot_edge_on && j < edge; ++j)
+        for (ptrdiff_t k = 0; k < K; ++k) bt[j * K + k] = Bm[k * b_k + (N - edge + j) * b_j];
+
     for (ptrdiff_t jc = 0; jc < N; jc += nc_cap) {
         const ptrdiff_t nc = min_of(nc_cap, N - jc);
         const ptrdiff_t n_panels = ceil_div(nc, NR);
@@ -440,6 +527,19 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 const ptrdiff_t wide_ld = round_up(kc_max, 64 / ptrdiff_t(sizeof(T))) + 64 / ptrdiff_t(sizeof(T));
                 T* ap = (!direct || widen) ? a_scratch.get(round_up(mc, MR) * wide_ld) : nullptr;
                 if (!direct) pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                // dot_edge reads op(A)'s rows as T: in place, or widened (by the direct path, or here)
+                const T* arows = nullptr;
+                ptrdiff_t arows_ld = a_i;
+                if constexpr (widen) {
+                    if (dot_edge_on && !direct) {
+                        static thread_local Scratch<T> rows_scratch;
+                        T* wide = rows_scratch.get(round_up(mc, MR) * wide_ld);
+                        widen_rows(wide, wide_ld, a0, a_i, m, kc);
+                        arows = wide, arows_ld = wide_ld;
+                    }
+                } else {
+                    arows = a0;
+                }
                 // direct: op(A)(ic + i, pc + k) = ad[i*ad_i + k*ad_k]
                 const T* ad = nullptr;
                 ptrdiff_t ad_i = a_i, ad_k = a_k;
@@ -447,6 +547,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     if (direct) {
                         widen_rows(ap, wide_ld, a0, a_i, m, kc);
                         ad = ap, ad_i = wide_ld, ad_k = 1;
+                        arows = ap, arows_ld = wide_ld;
                     }
                 } else {
                     ad = a0;
@@ -461,7 +562,6 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
-                            const int nv = static_cast<int>(ceil_div(n, W));
                             TileStore<T> st{kb == 0, last, nullptr, false, nullptr, N};
                             if (last) {
                                 st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
@@ -469,37 +569,42 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 st.mask = ep.mask ? ep.mask + (ic + ir) * N + jc + jr : nullptr;
                             }
                             T* cp = C + (ic + ir) * ldc + jc + jr;
-                            if (b_in_place) {
+                            // The few columns past the last panel's full vectors go to dot_edge, or
+                            // from a packed A to edge_columns; the tile then takes the full vectors.
+                            const int full = static_cast<int>(n / W), tail = static_cast<int>(n % W);
+                            const bool split = tail >= 1 && tail <= kEdgeMax && (dot_edge_on || !direct);
+                            const ptrdiff_t n_tile = split ? ptrdiff_t(full) * W : n;
+                            const int nv = static_cast<int>(ceil_div(n_tile, W));
+                            const T* bpanel = b_first + (p - p0) * NR * kc;
+                            if (nv == 0) {
+                                // only the few columns
+                            } else if (b_in_place) {
                                 const T* bb = Bm + pc * b_k + jc + jr;  // op(B)(pc + k, jc + jr + j) = bb[k*b_k + j]
-                                if (n == nv * W)
+                                if (n_tile == nv * W)
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlace>(
-                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n, st);
+                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n_tile, st);
                                 else
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlaceEdge>(
-                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n, st);
+                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n_tile, st);
                             } else if (direct) {
-                                dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(mi, nv, cp, ldc, ad + ir * ad_i, ad_i,
-                                                                                ad_k, b_first + (p - p0) * NR * kc,
-                                                                                ptrdiff_t(NR), kc, n, st);
+                                dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(
+                                    mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bpanel, ptrdiff_t(NR), kc, n_tile, st);
                             } else {
-                                const T* bpanel = b_first + (p - p0) * NR * kc;
-                                const int full = static_cast<int>(n / W), edge = static_cast<int>(n % W);
-                                if (edge == 0 || edge > kEdgeMax) {
-                                    dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
-                                        mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bpanel,
-                                        ptrdiff_t(NR), kc, n, st);
-                                } else {  // the full vectors as a tile, the few columns after them by edge_columns
-                                    if (full > 0)
-                                        dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
-                                            mi, full, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bpanel,
-                                            ptrdiff_t(NR), kc, ptrdiff_t(full) * W, st);
-                                    TileStore<T> est = st;
-                                    const ptrdiff_t j0 = ptrdiff_t(full) * W;
-                                    if (est.bias) est.bias += j0;
-                                    if (est.mask) est.mask += j0;
-                                    dispatch_edge<T, MR, kEdgeMax>(edge, mi, cp + j0, ldc, ap + ir * kc, bpanel + j0,
+                                dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(mi, nv, cp, ldc, ap + ir * kc,
+                                                                                 ptrdiff_t(0), ptrdiff_t(0), bpanel,
+                                                                                 ptrdiff_t(NR), kc, n_tile, st);
+                            }
+                            if (split) {
+                                TileStore<T> est = st;
+                                const ptrdiff_t j0 = ptrdiff_t(full) * W;
+                                if (est.bias) est.bias += j0;
+                                if (est.mask) est.mask += j0;
+                                if (dot_edge_on)
+                                    dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, arows + ir * arows_ld, arows_ld,
+                                                          bt + pc, K, kc, est);
+                                else
+                                    dispatch_edge<T, MR, kEdgeMax>(tail, mi, cp + j0, ldc, ap + ir * kc, bpanel + j0,
                                                                    ptrdiff_t(NR), kc, est);
-                                }
                             }
                         }
                     }

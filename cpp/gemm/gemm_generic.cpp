@@ -22,7 +22,10 @@ struct GenericSimd {
     static T bcast(const TA* p) {
         return static_cast<T>(*p);  // scalar * vector broadcasts
     }
-    static V fma(T a, V b, V c) { return c + a * b; }
+    template <class A>  // A is T (a broadcast) or V
+    static V fma(A a, V b, V c) {
+        return c + a * b;
+    }
     static V add(V a, V b) { return a + b; }
     static V load_n(const T* p, ptrdiff_t n) {
         V v = V{};
