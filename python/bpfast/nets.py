@@ -115,17 +115,19 @@ class TwoLayerNet:
             return None
         if _arrays.promoted_dtype(x, W1) != dtype:
             return None
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
         if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
             return None
         target = _arrays.labels_or_onehot(t, (x2.shape[0], W2.shape[1]), "SoftmaxWithLoss")
-        if target.ndim == 2:
+        if target.ndim == 2 and target.dtype != dtype:
             if np.result_type(target, dtype) != dtype:
                 return None
-            target = _arrays.cast(target, dtype)
+            target = target.astype(dtype)
         if not (x2.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64):  # float32 data is widened in the kernel
             x2 = _arrays.cast(x2, dtype)
-        results = kernel(x2, target, W1, b1.reshape(-1), W2, b2.reshape(-1), *extra)
+        b1 = b1 if b1.ndim == 1 else b1.reshape(-1)
+        b2 = b2 if b2.ndim == 1 else b2.reshape(-1)
+        results = kernel(x2, target, W1, b1, W2, b2, *extra)
         return (x, t, target, *results)
 
     def _is_standard(self):
@@ -145,7 +147,8 @@ class TwoLayerNet:
     def _take_fused_results(self, x, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
         """Leave the layers as the layered path would, and return the gradients."""
         affine1, relu1, affine2, last = self.layers["Affine1"], self.layers["Relu1"], self.layers["Affine2"], self.lastLayer
-        affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x.reshape(x.shape[0], -1), dW1, db1
+        x2 = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+        affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x2, dW1, db1
         relu1.mask = mask
         affine2.original_x_shape, affine2.x, affine2.dW, affine2.db = h.shape, h, dW2, db2
         last.t, last.y, last.loss, last._target = t, y, loss, target
