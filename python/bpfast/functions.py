@@ -159,7 +159,7 @@ def _usual_loss_call(x, t) -> bool:
     if not (type(x) is np.ndarray and type(t) is np.ndarray and x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > 0):
         return False
     dtype = x.dtype
-    if not (dtype == _arrays.FLOAT32 or dtype == _arrays.FLOAT64):
+    if dtype not in _arrays.KERNEL_DTYPES:
         return False
     if t.ndim == 1:
         return t.shape[0] == x.shape[0] and t.dtype == _arrays.INT64

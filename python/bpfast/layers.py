@@ -186,7 +186,7 @@ def _usual_backward(backend, dout, x, W) -> bool:
 def _kernel_pair(backend, x, dtype) -> bool:
     """dtype is a kernel dtype, and x has it too or is float32 data the core widens itself."""
     if x.dtype == dtype:
-        return dtype == _arrays.FLOAT32 or dtype == _arrays.FLOAT64
+        return dtype in _arrays.KERNEL_DTYPES
     return _mixed_ok(backend, x, dtype)
 
 
