@@ -8,6 +8,8 @@ computation (float32/float64) or the NumPy reference must (float16, integer ReLU
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -49,6 +51,11 @@ def promoted_dtype(x: np.ndarray, *params: np.ndarray) -> np.dtype:
     if all(p.dtype == dtype for p in params[1:]) and (x.dtype == dtype or (x.dtype == FLOAT32 and dtype == FLOAT64)):
         return dtype
     return np.result_type(x, *params)
+
+
+def batch_rows(x: np.ndarray) -> np.ndarray:
+    """x (N, ...) as (N, features): itself when 2-D, else a reshape (empty batches included)."""
+    return x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def cast(x: np.ndarray, dtype: np.dtype) -> np.ndarray:

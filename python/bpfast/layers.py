@@ -8,8 +8,6 @@ zeroes ``dout`` in place and returns it, as the book does).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from bpfast import _arrays
@@ -130,8 +128,7 @@ class Affine:
         b = _arrays.as_numeric(b, "b")
         if x.ndim == 0:
             raise ValueError(f"Affine: x must have a batch axis, got shape {x.shape}")
-        n = x.shape[0]
-        x2 = x if x.ndim == 2 else x.reshape(n, math.prod(x.shape[1:]))
+        x2 = _arrays.batch_rows(x)
         _arrays.require_shape(W.ndim == 2 and x2.shape[1] == W.shape[0], "Affine", ("x", x.shape), ("W", W.shape))
         _arrays.require_shape(b.shape in ((W.shape[1],), (1, W.shape[1])), "Affine", ("b", b.shape), ("W", W.shape))
         self.original_x_shape = x.shape

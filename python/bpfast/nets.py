@@ -115,7 +115,7 @@ class TwoLayerNet:
             return None
         if _arrays.promoted_dtype(x, W1) != dtype:
             return None
-        x2 = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+        x2 = _arrays.batch_rows(x)
         if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
             return None
         target = _arrays.labels_or_onehot(t, (x2.shape[0], W2.shape[1]), "SoftmaxWithLoss")
@@ -123,12 +123,13 @@ class TwoLayerNet:
             if np.result_type(target, dtype) != dtype:
                 return None
             target = target.astype(dtype)
-        if not (x2.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64):  # float32 data is widened in the kernel
-            x2 = _arrays.cast(x2, dtype)
+        x_in = x2  # float32 data is widened in the kernel
+        if not (x2.dtype == _arrays.FLOAT32 and dtype == _arrays.FLOAT64):
+            x_in = _arrays.cast(x2, dtype)
         b1 = b1 if b1.ndim == 1 else b1.reshape(-1)
         b2 = b2 if b2.ndim == 1 else b2.reshape(-1)
-        results = kernel(x2, target, W1, b1, W2, b2, *extra)
-        return (x, t, target, *results)
+        results = kernel(x_in, target, W1, b1, W2, b2, *extra)
+        return (x, x2, t, target, *results)
 
     def _is_standard(self):
         layers = self.layers
@@ -144,10 +145,9 @@ class TwoLayerNet:
             and layers["Affine2"].b is self.params["b2"]
         )
 
-    def _take_fused_results(self, x, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
-        """Leave the layers as the layered path would, and return the gradients."""
+    def _take_fused_results(self, x, x2, t, target, loss, h, mask, y, dW1, db1, dW2, db2):
+        """Leave the layers as the layered path would (x2 is x as (N, features)); return the gradients."""
         affine1, relu1, affine2, last = self.layers["Affine1"], self.layers["Relu1"], self.layers["Affine2"], self.lastLayer
-        x2 = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
         affine1.original_x_shape, affine1.x, affine1.dW, affine1.db = x.shape, x2, dW1, db1
         relu1.mask = mask
         affine2.original_x_shape, affine2.x, affine2.dW, affine2.db = h.shape, h, dW2, db2
