@@ -20,6 +20,7 @@ SHAPES = (
     + [(5, s, 11) for s in SIZES]
     + [(7, 13, s) for s in SIZES]
     + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
+    + [(45, 300, 70)]  # A packed from its rows: a short last panel, k past the last transposed block
 )
 
 

@@ -29,6 +29,24 @@ struct Simd<float> {
         _mm256_store_ps(t, v);
         std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(float));
     }
+    // r[i] lane j <-> r[j] lane i: 32-bit interleaves, 64-bit shuffles, then 128-bit halves.
+    static void transpose(V r[W]) {
+        V t[W], u[W];
+        for (int i = 0; i < W; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int h = 0; h < W; h += 4) {  // rows h..h+3: u[h + c] holds columns c and c + 4
+            u[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+            u[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xee);
+            u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+            u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xee);
+        }
+        for (int c = 0; c < 4; ++c) {
+            r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+            r[c + 4] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+        }
+    }
     static V relu(V v, bool* mask, ptrdiff_t n) {
         const V le = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LE_OQ);  // NaN: false
         if (mask) {
@@ -60,6 +78,15 @@ struct Simd<double> {
         alignas(32) double t[W];
         _mm256_store_pd(t, v);
         std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(double));
+    }
+    // r[i] lane j <-> r[j] lane i: 64-bit interleaves, then 128-bit halves.
+    static void transpose(V r[W]) {
+        const V t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+        const V t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+        r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+        r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+        r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+        r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
     }
     static V relu(V v, bool* mask, ptrdiff_t n) {
         const V le = _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LE_OQ);  // NaN: false

@@ -11,6 +11,12 @@ namespace {
 
 inline __mmask16 first_n16(ptrdiff_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
+// Every lane: the transposes use the zero-masked shuffles, whose unmasked forms trip GCC 12's
+// -Wmaybe-uninitialized on _mm512_undefined_*() (GCC bug 105593); with all lanes kept the
+// compiler emits the plain instructions.
+constexpr __mmask16 kAll16 = 0xffff;
+constexpr __mmask8 kAll8 = 0xff;
+
 template <>
 struct Simd<float> {
     using V = __m512;
@@ -24,6 +30,33 @@ struct Simd<float> {
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V load_n(const float* p, ptrdiff_t n) { return _mm512_maskz_loadu_ps(first_n16(n), p); }
     static void store_n(float* p, V v, ptrdiff_t n) { _mm512_mask_storeu_ps(p, first_n16(n), v); }
+    // r[i] lane j <-> r[j] lane i: 32-bit, then 64-bit interleaves, then two rounds of 128-bit
+    // lane shuffles (after the interleaves, r[4q + s] holds in its lane L rows 4q..4q+3 of
+    // column 4L + s).
+    static void transpose(V r[W]) {
+        V t[W];
+        for (int i = 0; i < W; i += 2) {
+            t[i] = _mm512_maskz_unpacklo_ps(kAll16, r[i], r[i + 1]);
+            t[i + 1] = _mm512_maskz_unpackhi_ps(kAll16, r[i], r[i + 1]);
+        }
+        for (int i = 0; i < W; i += 4) {
+            const __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+            const __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+            r[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, t0, t2));
+            r[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, t0, t2));
+            r[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, t1, t3));
+            r[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, t1, t3));
+        }
+        for (int s = 0; s < 4; ++s) {
+            const V a = _mm512_maskz_shuffle_f32x4(kAll16, r[s], r[4 + s], 0x88), b = _mm512_maskz_shuffle_f32x4(kAll16, r[s], r[4 + s], 0xdd);
+            const V c = _mm512_maskz_shuffle_f32x4(kAll16, r[8 + s], r[12 + s], 0x88), d = _mm512_maskz_shuffle_f32x4(kAll16, r[8 + s], r[12 + s], 0xdd);
+            t[s] = _mm512_maskz_shuffle_f32x4(kAll16, a, c, 0x88);
+            t[8 + s] = _mm512_maskz_shuffle_f32x4(kAll16, a, c, 0xdd);
+            t[4 + s] = _mm512_maskz_shuffle_f32x4(kAll16, b, d, 0x88);
+            t[12 + s] = _mm512_maskz_shuffle_f32x4(kAll16, b, d, 0xdd);
+        }
+        for (int i = 0; i < W; ++i) r[i] = t[i];
+    }
     static V relu(V v, bool* mask, ptrdiff_t n) {
         const __mmask16 le = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ);  // NaN: false
         if (mask) {
@@ -54,6 +87,23 @@ struct Simd<double> {
     }
     static void store_n(double* p, V v, ptrdiff_t n) {
         _mm512_mask_storeu_pd(p, static_cast<__mmask8>(first_n16(n)), v);
+    }
+    // r[i] lane j <-> r[j] lane i: 64-bit interleaves, then two rounds of 128-bit lane shuffles.
+    static void transpose(V r[W]) {
+        V t[W], u[W];
+        for (int i = 0; i < W; i += 2) {
+            t[i] = _mm512_maskz_unpacklo_pd(kAll8, r[i], r[i + 1]);
+            t[i + 1] = _mm512_maskz_unpackhi_pd(kAll8, r[i], r[i + 1]);
+        }
+        for (int h = 0; h < W; h += 4)  // rows h..h+3: u[h + c] holds columns c and c + 4
+            for (int c = 0; c < 2; ++c) {
+                u[h + c] = _mm512_maskz_shuffle_f64x2(kAll8, t[h + c], t[h + 2 + c], 0x88);
+                u[h + 2 + c] = _mm512_maskz_shuffle_f64x2(kAll8, t[h + c], t[h + 2 + c], 0xdd);
+            }
+        for (int c = 0; c < 4; ++c) {
+            r[c] = _mm512_maskz_shuffle_f64x2(kAll8, u[c], u[4 + c], 0x88);
+            r[c + 4] = _mm512_maskz_shuffle_f64x2(kAll8, u[c], u[4 + c], 0xdd);
+        }
     }
     static V relu(V v, bool* mask, ptrdiff_t n) {
         const __mmask8 le = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LE_OQ);  // NaN: false

@@ -305,6 +305,34 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
     }
 }
 
+// One MR-tall panel of A from mi <= MR contiguous rows (A[i*rs + k]): blocks of W values of k
+// from up to W rows at a time are transposed in registers and stored as W columns of the panel,
+// dst[k*MR + i]; the last kc % W values of k one by one. Rows past mi are never read.
+template <class T, int MR>
+void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    ptrdiff_t k = 0;
+    for (; k + W <= kc; k += W)
+        for (int g = 0; g < mi; g += W) {
+            const int rows = mi - g < W ? mi - g : W;
+            V r[W];
+#pragma GCC unroll 16
+            for (int i = 0; i < W; ++i) r[i] = i < rows ? S::loadu(A + (g + i) * rs + k) : S::zero();
+            S::transpose(r);
+#pragma GCC unroll 16
+            for (int j = 0; j < W; ++j) {
+                if (rows == W)
+                    S::storeu(dst + (k + j) * MR + g, r[j]);
+                else
+                    S::store_n(dst + (k + j) * MR + g, r[j], rows);
+            }
+        }
+    for (; k < kc; ++k)
+        for (int i = 0; i < mi; ++i) dst[k * MR + i] = A[i * rs + k];
+}
+
 // Pack rows [0, m) x columns [0, kc) of op(A) into MR-tall panels, k-major inside a panel:
 // panel p holds dst[k*MR + i] = op(A)(p*MR + i, k) (rows past m are left unset: the
 // microkernel for a short panel never reads them). op(A)(i, k) is A[i*rs + k*ks]; TA may be
@@ -313,7 +341,9 @@ template <class T, int MR, class TA>
 void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc) {
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
-        if (ks == 1) {  // rows contiguous in memory: read along k
+        if (sizeof(TA) == sizeof(T) && ks == 1) {  // rows contiguous: transposed in registers
+            transpose_rows<T, MR>(dst, reinterpret_cast<const T*>(A + i0 * rs), rs, static_cast<int>(mi), kc);
+        } else if (ks == 1) {  // rows contiguous, widened: read along k
             for (ptrdiff_t i = 0; i < mi; ++i) {
                 const TA* src = A + (i0 + i) * rs;
                 for (ptrdiff_t k = 0; k < kc; ++k) dst[k * MR + i] = static_cast<T>(src[k]);

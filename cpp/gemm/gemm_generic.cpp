@@ -33,6 +33,12 @@ struct GenericSimd {
         return v;
     }
     static void store_n(T* p, V v, ptrdiff_t n) { std::memcpy(p, &v, static_cast<std::size_t>(n) * sizeof(T)); }
+    static void transpose(V r[W]) {  // r[i] lane j <-> r[j] lane i
+        T t[W][W];
+        std::memcpy(t, r, sizeof t);
+        for (int i = 0; i < W; ++i)
+            for (int j = 0; j < W; ++j) r[j][i] = t[i][j];
+    }
     static V relu(V v, bool* mask, ptrdiff_t n) {
         T t[W];
         std::memcpy(t, &v, sizeof v);
