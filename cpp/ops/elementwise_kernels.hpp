@@ -347,18 +347,17 @@ void sigmoid_backward_kernel(T* dx, const T* dout, const T* out, ptrdiff_t n) {
 template <class T>
 inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nullptr) {
     constexpr ptrdiff_t W = Vec<T>::W;
-    V<T> m0 = splat(neg_inf<T>()), m1 = m0;
+    constexpr int NV = 4;  // vectors per step: independent maxima, and exps side by side
+    V<T> m[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) m[v] = splat(neg_inf<T>());
     ptrdiff_t j = 0;
-    for (; j + 2 * W <= C; j += 2 * W) {
-        m0 = vmax<T>(m0, loadu(x + j));
-        m1 = vmax<T>(m1, loadu(x + j + W));
-    }
-    if (j + W <= C) {
-        m0 = vmax<T>(m0, loadu(x + j));
-        j += W;
-    }
-    if (j < C) m1 = vmax<T>(m1, load_partial(x + j, C - j, neg_inf<T>()));
-    const V<T> mx = splat(hmax<T>(vmax<T>(m0, m1)));
+    for (; j + NV * W <= C; j += NV * W)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) m[v] = vmax<T>(m[v], loadu(x + j + v * W));
+    for (; j + W <= C; j += W) m[0] = vmax<T>(m[0], loadu(x + j));
+    if (j < C) m[1] = vmax<T>(m[1], load_partial(x + j, C - j, neg_inf<T>()));
+    const V<T> mx = splat(hmax<T>(vmax<T>(vmax<T>(m[0], m[1]), vmax<T>(m[2], m[3]))));
 
     // exp and sum: vector sums over blocks of kBlock elements, the block sums added in double
     // (a long float row summed in one vector would lose digits that NumPy's pairwise sum keeps)
@@ -368,11 +367,23 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nu
     while (j < C) {
         const ptrdiff_t end = C - j > kBlock ? j + kBlock : C;
         V<T> s0{}, s1{};
-        for (; j + 2 * W <= end; j += 2 * W) {
-            if (next) {  // the same two vectors of the next row: 128 bytes (AVX-512), 64 (AVX2)
-                __builtin_prefetch(next + j);
-                __builtin_prefetch(next + j + W);
+        for (; j + NV * W <= end; j += NV * W) {
+            V<T> e[NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v) {
+                if (next) __builtin_prefetch(next + j + v * W);  // the same vectors of the next row
+                e[v] = loadu(x + j + v * W) - mx;
             }
+            vexp_each<T, NV>(e);
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v += 2) {  // even vectors to s0, odd to s1, in order
+                storeu(y + j + v * W, e[v]);
+                storeu(y + j + (v + 1) * W, e[v + 1]);
+                s0 += e[v];
+                s1 += e[v + 1];
+            }
+        }
+        for (; j + 2 * W <= end; j += 2 * W) {
             const V<T> e0 = vexp<T>(loadu(x + j) - mx), e1 = vexp<T>(loadu(x + j + W) - mx);
             storeu(y + j, e0);
             storeu(y + j + W, e1);

@@ -53,35 +53,48 @@ struct ExpConst<double> {
     static constexpr int mant = 52;
 };
 
-// exp(r) for |r| <= ln2/2 (a little more is fine).
-inline Vec<float>::V exp_poly(Vec<float>::V r) {
-    // Cephes expf: 1 + r + r^2 * P(r), P of degree 5.
-    typedef Vec<float>::V V;
-    V p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    return (p * (r * r) + r) + 1.0f;
+// exp(r) for |r| <= ln2/2 (a little more is fine) as 1 + r + r^2 * P(r), P by Horner from its
+// highest coefficient: float, Cephes expf (degree 5); double, the Taylor series to r^13
+// (truncation < 5e-18 relative).
+template <class T>
+struct ExpPoly;
+
+template <>
+struct ExpPoly<float> {
+    static constexpr int n = 6;
+    static constexpr float c[n] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+};
+
+template <>
+struct ExpPoly<double> {
+    static constexpr int n = 12;
+    static constexpr double c[n] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                    1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,       1.0 / 720.0,
+                                    1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,          0.5};
+};
+
+// exp(r[i]) for NV vectors, each step across all of them before the next, so that the core
+// sees NV independent operations at every step rather than one long dependent chain.
+template <class T, int NV>
+inline void exp_poly_each(const V<T>* r, V<T>* out) {
+    using P = ExpPoly<T>;
+    V<T> p[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) p[i] = splat(P::c[0]);
+#pragma GCC unroll 16
+    for (int k = 1; k < P::n; ++k)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) p[i] = p[i] * r[i] + P::c[k];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) out[i] = (p[i] * (r[i] * r[i]) + r[i]) + T(1);
 }
 
-inline Vec<double>::V exp_poly(Vec<double>::V r) {
-    // Taylor series to r^13 (truncation < 5e-18 relative on |r| <= ln2/2): 1 + r + r^2 * Q(r).
-    typedef Vec<double>::V V;
-    V q = splat(1.0 / 6227020800.0);  // 1/13!
-    q = q * r + 1.0 / 479001600.0;     // 1/12!
-    q = q * r + 1.0 / 39916800.0;
-    q = q * r + 1.0 / 3628800.0;
-    q = q * r + 1.0 / 362880.0;
-    q = q * r + 1.0 / 40320.0;
-    q = q * r + 1.0 / 5040.0;
-    q = q * r + 1.0 / 720.0;
-    q = q * r + 1.0 / 120.0;
-    q = q * r + 1.0 / 24.0;
-    q = q * r + 1.0 / 6.0;
-    q = q * r + 0.5;
-    return (q * (r * r) + r) + 1.0;
+template <class T>
+inline V<T> exp_poly(V<T> r) {
+    V<T> out;
+    exp_poly_each<T, 1>(&r, &out);
+    return out;
 }
 
 // exp(x) for any x (see the top of the file).
@@ -96,7 +109,7 @@ inline V<T> vexp_any(V<T> x) {
     const V<T> n = t - magic;
     V<T> r = x - n * C::ln2_hi;  // exact
     r = r - n * C::ln2_lo;
-    const V<T> p = exp_poly(r);
+    const V<T> p = exp_poly<T>(r);
     const V<T> t1 = n * T(0.5) + magic;  // n1 = round(n / 2), n2 = n - n1: both within the exponent range
     const U n_bits = (U)t - C::magic_bits;
     const U n1_bits = (U)t1 - C::magic_bits;
@@ -117,31 +130,48 @@ inline V<T> vexp_normal(V<T> x) {
     V<T> r = x - n * C::ln2_hi;
     r = r - n * C::ln2_lo;
     const U s = ((U)t + (C::bias - C::magic_bits)) << C::mant;
-    return exp_poly(r) * (V<T>)s;
+    return exp_poly<T>(r) * (V<T>)s;
 }
 
 #if BPFAST_VEC_BYTES == 64 && defined(__AVX512F__)
 // exp(x) with AVX-512: vscalef multiplies p by 2^n with one rounding over the whole range (normal,
 // denormal, overflow), the value vexp_any computes with two multiplies, so no range check and no
 // exponent arithmetic. min/max return their second operand for NaN: NaN passes the clamp.
-inline __m512 scale_by_pow2(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
-inline __m512d scale_by_pow2(__m512d p, __m512d n) { return _mm512_scalef_pd(p, n); }
+// (Zero-masked forms with every lane kept, which the compiler emits as the plain instructions:
+// the unmasked intrinsics trip GCC 12's -Wmaybe-uninitialized on _mm512_undefined_*(), GCC bug
+// 105593, once several vectors are in flight.)
+inline __m512 scale_by_pow2(__m512 p, __m512 n) { return _mm512_maskz_scalef_ps(0xffff, p, n); }
+inline __m512d scale_by_pow2(__m512d p, __m512d n) { return _mm512_maskz_scalef_pd(0xff, p, n); }
 inline __m512 clamp_keep_nan(__m512 x, float lo, float hi) {
-    return _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
+    return _mm512_maskz_min_ps(0xffff, _mm512_set1_ps(hi), _mm512_maskz_max_ps(0xffff, _mm512_set1_ps(lo), x));
 }
 inline __m512d clamp_keep_nan(__m512d x, double lo, double hi) {
-    return _mm512_min_pd(_mm512_set1_pd(hi), _mm512_max_pd(_mm512_set1_pd(lo), x));
+    return _mm512_maskz_min_pd(0xff, _mm512_set1_pd(hi), _mm512_maskz_max_pd(0xff, _mm512_set1_pd(lo), x));
+}
+
+// x[i] = exp(x[i]) for NV vectors, each step across all of them (see exp_poly_each).
+template <class T, int NV>
+inline void vexp_each(V<T>* x) {
+    using C = ExpConst<T>;
+    const V<T> magic = splat(C::magic);
+    V<T> n[NV], r[NV], p[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) x[i] = clamp_keep_nan(x[i], C::lo, C::hi);
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) n[i] = (x[i] * C::log2e + magic) - magic;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) r[i] = x[i] - n[i] * C::ln2_hi;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) r[i] = r[i] - n[i] * C::ln2_lo;
+    exp_poly_each<T, NV>(r, p);
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) x[i] = scale_by_pow2(p[i], n[i]);
 }
 
 template <class T>
 inline V<T> vexp(V<T> x) {
-    using C = ExpConst<T>;
-    const V<T> magic = splat(C::magic);
-    x = clamp_keep_nan(x, C::lo, C::hi);
-    const V<T> n = (x * C::log2e + magic) - magic;
-    V<T> r = x - n * C::ln2_hi;
-    r = r - n * C::ln2_lo;
-    return scale_by_pow2(exp_poly(r), n);
+    vexp_each<T, 1>(&x);
+    return x;
 }
 #else
 // exp(x): the short path when the whole vector is in the normal range (the usual case), else
@@ -151,6 +181,12 @@ inline V<T> vexp(V<T> x) {
     using C = ExpConst<T>;
     if (all_set<T>((x >= C::normal_lo) & (x <= C::normal_hi))) return vexp_normal<T>(x);
     return vexp_any<T>(x);
+}
+
+template <class T, int NV>
+inline void vexp_each(V<T>* x) {
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) x[i] = vexp<T>(x[i]);
 }
 #endif
 
