@@ -305,32 +305,37 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
     }
 }
 
-// One MR-tall panel of A from mi <= MR contiguous rows (A[i*rs + k]): blocks of W values of k
-// from up to W rows at a time are transposed in registers and stored as W columns of the panel,
-// dst[k*MR + i]; the last kc % W values of k one by one. Rows past mi are never read.
-template <class T, int MR>
+// One panel with stride P from mi <= P contiguous source rows (A[i*rs + k]), dst[k*P + i]: blocks
+// of W values of k from up to W rows at a time are transposed in registers and stored as W
+// columns of the panel; the last kc % W values of k one by one. Rows past mi are never read;
+// their lanes are zeros with PAD (a B panel), else left unset (an A panel).
+template <class T, int P, bool PAD>
 void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
+    const int lanes_end = PAD ? P : mi;
     ptrdiff_t k = 0;
     for (; k + W <= kc; k += W)
-        for (int g = 0; g < mi; g += W) {
-            const int rows = mi - g < W ? mi - g : W;
+        for (int g = 0; g < lanes_end; g += W) {
+            const int rows = mi - g < W ? (mi > g ? mi - g : 0) : W;
+            const int lanes = lanes_end - g < W ? lanes_end - g : W;
             V r[W];
 #pragma GCC unroll 16
             for (int i = 0; i < W; ++i) r[i] = i < rows ? S::loadu(A + (g + i) * rs + k) : S::zero();
             S::transpose(r);
 #pragma GCC unroll 16
             for (int j = 0; j < W; ++j) {
-                if (rows == W)
-                    S::storeu(dst + (k + j) * MR + g, r[j]);
+                if (lanes == W)
+                    S::storeu(dst + (k + j) * P + g, r[j]);
                 else
-                    S::store_n(dst + (k + j) * MR + g, r[j], rows);
+                    S::store_n(dst + (k + j) * P + g, r[j], lanes);
             }
         }
-    for (; k < kc; ++k)
-        for (int i = 0; i < mi; ++i) dst[k * MR + i] = A[i * rs + k];
+    for (; k < kc; ++k) {
+        for (int i = 0; i < mi; ++i) dst[k * P + i] = A[i * rs + k];
+        for (int i = mi; i < lanes_end; ++i) dst[k * P + i] = T(0);
+    }
 }
 
 // Pack rows [0, m) x columns [0, kc) of op(A) into MR-tall panels, k-major inside a panel:
@@ -342,7 +347,7 @@ void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdif
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
         if (sizeof(TA) == sizeof(T) && ks == 1) {  // rows contiguous: transposed in registers
-            transpose_rows<T, MR>(dst, reinterpret_cast<const T*>(A + i0 * rs), rs, static_cast<int>(mi), kc);
+            transpose_rows<T, MR, false>(dst, reinterpret_cast<const T*>(A + i0 * rs), rs, static_cast<int>(mi), kc);
         } else if (ks == 1) {  // rows contiguous, widened: read along k
             for (ptrdiff_t i = 0; i < mi; ++i) {
                 const TA* src = A + (i0 + i) * rs;
@@ -401,13 +406,8 @@ void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff
 #pragma GCC unroll 8
                 for (int v = 0; v < NR / W; ++v) S::storeu(d + v * W, load_first(src + v * W, nj - v * W));
             }
-        } else {
-            for (ptrdiff_t j = 0; j < nj; ++j) {
-                const T* src = B + (j0 + j) * js;
-                for (ptrdiff_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
-            }
-            for (ptrdiff_t k = 0; k < kc; ++k)
-                for (ptrdiff_t j = nj; j < NR; ++j) dst[k * NR + j] = T(0);
+        } else {  // columns contiguous (op(B) = B^T, ks == 1): transposed in registers
+            transpose_rows<T, NR, true>(dst, B + j0 * js, js, static_cast<int>(nj), kc);
         }
     }
 }
