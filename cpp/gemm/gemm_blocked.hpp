@@ -346,9 +346,13 @@ template <class T, int MR, class TA>
 void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc) {
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
-        if (sizeof(TA) == sizeof(T) && ks == 1) {  // rows contiguous: transposed in registers
-            transpose_rows<T, MR, false>(dst, reinterpret_cast<const T*>(A + i0 * rs), rs, static_cast<int>(mi), kc);
-        } else if (ks == 1) {  // rows contiguous, widened: read along k
+        if constexpr (sizeof(TA) == sizeof(T)) {  // TA is T
+            if (ks == 1) {  // rows contiguous: transposed in registers
+                transpose_rows<T, MR, false>(dst, A + i0 * rs, rs, static_cast<int>(mi), kc);
+                continue;
+            }
+        }
+        if (ks == 1) {  // rows contiguous, widened: read along k
             for (ptrdiff_t i = 0; i < mi; ++i) {
                 const TA* src = A + (i0 + i) * rs;
                 for (ptrdiff_t k = 0; k < kc; ++k) dst[k * MR + i] = static_cast<T>(src[k]);
@@ -454,7 +458,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     constexpr int W = Simd<T>::W;
     constexpr int NR = B::nv * W;
     constexpr int kEdgeMax = W / 4;  // columns past a panel's full vectors that edge_columns takes
-    static_assert(B::mc % (2 * B::mr) == 0 && B::nc % NR == 0, "cache blocks must be multiples of the register block");
+    static_assert(B::mc % (2 * B::mr) == 0 && B::nc % NR == 0,
+                  "MC must be an even multiple of MR (half-height chunks), NC a multiple of NR");
     if (M <= 0 || N <= 0) return;
     if (K <= 0) return fill_epilogue(C, M, N, ep);
     const ptrdiff_t ldc = N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
