@@ -166,6 +166,15 @@ def test_train_step_is_not_fooled_by_x_sharing_memory_with_a_parameter(backend, 
     assert_same_params(stepped, updated)
 
 
+def test_train_step_is_not_fooled_by_x_being_w1(backend, rng):
+    # W1 (64,64) as the batch x (64,64): W1's update fused into the store of dW1 = x^T·dh would
+    # change x while later tiles still read it in place, so that case updates W1 after the product
+    stepped, updated = make_pair(np.float64, (64, 64, 10))
+    t = rng.integers(0, 10, 64)
+    step_both(stepped, updated, stepped.params["W1"], t, 0.5, x_layered=updated.params["W1"].copy())
+    assert_same_params(stepped, updated)
+
+
 def test_gradients_handed_out_stay_unchanged(backend, rng):
     net = make_pair(np.float64)[0]
     first = net.gradient(*batch(rng))
