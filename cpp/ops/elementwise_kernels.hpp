@@ -357,7 +357,8 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nu
         for (int v = 0; v < NV; ++v) m[v] = vmax<T>(m[v], loadu(x + j + v * W));
     for (; j + W <= C; j += W) m[0] = vmax<T>(m[0], loadu(x + j));
     if (j < C) m[1] = vmax<T>(m[1], load_partial(x + j, C - j, neg_inf<T>()));
-    const V<T> mx = splat(hmax<T>(vmax<T>(vmax<T>(m[0], m[1]), vmax<T>(m[2], m[3]))));
+    for (int v = 1; v < NV; ++v) m[0] = vmax<T>(m[0], m[v]);
+    const V<T> mx = splat(hmax<T>(m[0]));
 
     // exp and sum: vector sums over blocks of kBlock elements, the block sums added in double
     // (a long float row summed in one vector would lose digits that NumPy's pairwise sum keeps)
@@ -383,18 +384,10 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nu
                 s1 += e[v + 1];
             }
         }
-        for (; j + 2 * W <= end; j += 2 * W) {
-            const V<T> e0 = vexp<T>(loadu(x + j) - mx), e1 = vexp<T>(loadu(x + j + W) - mx);
-            storeu(y + j, e0);
-            storeu(y + j + W, e1);
-            s0 += e0;
-            s1 += e1;
-        }
-        if (j + W <= end) {
+        for (int parity = 0; j + W <= end; j += W, parity ^= 1) {  // the last few vectors, alternating
             const V<T> e = vexp<T>(loadu(x + j) - mx);
             storeu(y + j, e);
-            s0 += e;
-            j += W;
+            (parity ? s1 : s0) += e;
         }
         if (j < end) {
             const V<T> e = vexp<T>(load_partial(x + j, end - j, T(0)) - mx);
