@@ -8,12 +8,15 @@
 // 2^n1 * 2^n2 (n1 = round(n/2)) so results in the denormal and overflow ranges round once
 // (or as one 2^n when every lane of the vector is in the normal range: the same value, sooner).
 // AVX-512 applies 2^n with vscalef instead, one correctly rounded scaling: the same value again,
-// bit for bit, in about two thirds of the instructions.
+// bit for bit, in about two thirds of the instructions. AVX-512 float goes further: 2^(j/16) from
+// a table in a register and a cubic for exp(r), within 1 ulp (see vexp_each_table).
 // x is first clamped into [lo, hi], just outside the range where exp is finite and nonzero,
 // which keeps n small; a comparison with NaN is false, so NaN passes the clamp and poisons p.
 //
 // Same rules as simd/vec.hpp: internal linkage only, builtins only.
 #pragma once
+
+#include <type_traits>
 
 #include "vec.hpp"
 
@@ -149,9 +152,50 @@ inline __m512d clamp_keep_nan(__m512d x, double lo, double hi) {
     return _mm512_maskz_min_pd(0xff, _mm512_set1_pd(hi), _mm512_maskz_max_pd(0xff, _mm512_set1_pd(lo), x));
 }
 
-// x[i] = exp(x[i]) for NV vectors, each step across all of them (see exp_poly_each).
+// float: k = round(16 x / ln2), r = x - k ln2/16 (|r| <= ln2/32), and
+// exp(x) = 2^floor(k/16) * 2^((k mod 16)/16) * exp(r). The middle factor comes from a table of 16
+// floats held in one register: vpermps picks by the low 4 bits of k, which the magic-number
+// rounding leaves in t's bits. exp(r) - 1 is r + r^2 (1/2 + r/6) (truncation < 1e-8), and vscalef
+// applies 2^floor(k/16), since it floors its second operand. Within 1 ulp, 98% correctly rounded
+// (every 7th float of the range, against exp in double); 13 instructions where the polynomial
+// path takes 15, in a dependent chain a third shorter.
+struct ExpTable {
+    static constexpr float log2e_16 = 23.0831206542233f;  // 16 / ln2
+    static constexpr float ln2_16_hi = 0.693359375f / 16, ln2_16_lo = -2.12194440e-4f / 16;
+};
+
+template <int NV>
+inline void vexp_each_table(V<float>* x) {
+    using C = ExpConst<float>;
+    using E = ExpTable;
+    const __m512 pow2_j16 = _mm512_setr_ps(0x1p+0f, 0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f, 0x1.306fe0p+0f,
+                                           0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f, 0x1.6a09e6p+0f,
+                                           0x1.7a1148p+0f, 0x1.8ace54p+0f, 0x1.9c4918p+0f, 0x1.ae89fap+0f,
+                                           0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f);
+    const V<float> magic = splat(C::magic);
+    V<float> t[NV], k[NV], r[NV], p[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) x[i] = clamp_keep_nan(x[i], C::lo, C::hi);
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) t[i] = x[i] * E::log2e_16 + magic;  // k in the low mantissa bits
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) k[i] = t[i] - magic;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) r[i] = x[i] - k[i] * E::ln2_16_hi;  // exact
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) r[i] = r[i] - k[i] * E::ln2_16_lo;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) p[i] = (r[i] * r[i]) * (r[i] * (1.0f / 6) + 0.5f) + r[i];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) {
+        const V<float> tj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_castps_si512(t[i]), pow2_j16);
+        x[i] = scale_by_pow2(tj * p[i] + tj, k[i] * (1.0f / 16));
+    }
+}
+
+// double: the polynomial path, 2^n applied by vscalef.
 template <class T, int NV>
-inline void vexp_each(V<T>* x) {
+inline void vexp_each_poly(V<T>* x) {
     using C = ExpConst<T>;
     const V<T> magic = splat(C::magic);
     V<T> n[NV], r[NV], p[NV];
@@ -166,6 +210,15 @@ inline void vexp_each(V<T>* x) {
     exp_poly_each<T, NV>(r, p);
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) x[i] = scale_by_pow2(p[i], n[i]);
+}
+
+// x[i] = exp(x[i]) for NV vectors, each step across all of them (see exp_poly_each).
+template <class T, int NV>
+inline void vexp_each(V<T>* x) {
+    if constexpr (std::is_same<T, float>::value)
+        vexp_each_table<NV>(x);
+    else
+        vexp_each_poly<T, NV>(x);
 }
 
 template <class T>
