@@ -342,10 +342,11 @@ void sigmoid_backward_kernel(T* dx, const T* dout, const T* out, ptrdiff_t n) {
 
 // x, y are (C,): y = exp(x - max) * (1 / sum). NaN anywhere in the row reaches the sum (exp(NaN) is NaN),
 // so the max may ignore it; +inf or all -inf make x - max NaN: the whole row is NaN, like NumPy.
-// next: the row that comes after this one (or null); it is prefetched during the exp pass, so the
-// max pass of the next row does not wait on L3 or memory.
+// prefetch_next: the rows after these in x and y (x + C, y + C) are prefetched during the exp pass,
+// x's to read and y's to write, so the next row's max pass does not wait on L3 or memory, nor its
+// exp pass's stores on fetching y's lines.
 template <class T>
-inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nullptr) {
+inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, bool prefetch_next = false) {
     constexpr ptrdiff_t W = Vec<T>::W;
     constexpr int NV = 4;  // vectors per step: independent maxima, and exps side by side
     V<T> m[NV];
@@ -372,7 +373,10 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nu
             V<T> e[NV];
 #pragma GCC unroll 8
             for (int v = 0; v < NV; ++v) {
-                if (next) __builtin_prefetch(next + j + v * W);  // the same vectors of the next row
+                if (prefetch_next) {  // the same vectors of the next rows
+                    __builtin_prefetch(x + C + j + v * W);
+                    __builtin_prefetch(y + C + j + v * W, 1);
+                }
                 e[v] = loadu(x + j + v * W) - mx;
             }
             vexp_each<T, NV>(e);
@@ -403,16 +407,10 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, const T* next = nu
     if (j < C) store_partial(y + j, load_partial(y + j, C - j, T(1)) * inv, C - j);
 }
 
-// Row i + 1 of the (rows,C) array x, or null after the last.
-template <class T>
-inline const T* next_row(const T* x, ptrdiff_t i, ptrdiff_t rows, ptrdiff_t C) {
-    return i + 1 < rows ? x + (i + 1) * C : nullptr;
-}
-
 // x, y are (rows,C)
 template <class T>
 void softmax_rows_kernel(T* y, const T* x, ptrdiff_t rows, ptrdiff_t C) {
-    for (ptrdiff_t i = 0; i < rows; ++i) softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
+    for (ptrdiff_t i = 0; i < rows; ++i) softmax_row_kernel(y + i * C, x + i * C, C, i + 1 < rows);
 }
 
 // x, y are (rows,C), labels (rows,): softmax, and sum_i log(y[i, t_i] + 1e-7)
@@ -420,7 +418,7 @@ template <class T>
 double softmax_xent_rows_kernel(T* y, const T* x, const std::int64_t* labels, ptrdiff_t rows, ptrdiff_t C) {
     double sum = 0;
     for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
+        softmax_row_kernel(y + i * C, x + i * C, C, i + 1 < rows);
         sum += __builtin_log(static_cast<double>(y[i * C + labels[i]]) + 1e-7);
     }
     return sum;
@@ -439,7 +437,7 @@ template <class T>
 double softmax_xent_rows_onehot_kernel(T* y, const T* x, const T* t_onehot, ptrdiff_t rows, ptrdiff_t C) {
     double sum = 0;
     for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C, next_row(x, i, rows, C));
+        softmax_row_kernel(y + i * C, x + i * C, C, i + 1 < rows);
         sum += __builtin_log(static_cast<double>(y[i * C + argmax_row(t_onehot + i * C, C)]) + 1e-7);
     }
     return sum;
