@@ -20,6 +20,7 @@ SHAPES = (
     + [(5, s, 11) for s in SIZES]
     + [(7, 13, s) for s in SIZES]
     + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
+    + [(600, 50, 784)]  # many rows past a row-major B: B packed beside an A read in place
     + [(45, 300, 70)]  # A packed from its rows: a short last panel, k past the last transposed block
 )
 
@@ -97,7 +98,10 @@ def test_relu_epilogue_nan_not_masked(cpu_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_results_do_not_depend_on_thread_count(cpu_path, kind):
     before = _core.get_num_threads()
-    shapes = [(300, 200, 500), (100, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300), (2000, 3, 300)]
+    # (100, 50, 784) reads a row-major B in place on two threads and packs it on one; (600, 50, 784)
+    # packs it on both
+    shapes = [(300, 200, 500), (100, 50, 784), (600, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300),
+              (2000, 3, 300)]
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
             for M, N, K in shapes:
