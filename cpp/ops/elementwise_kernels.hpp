@@ -317,12 +317,21 @@ void relu_forward_stream_kernel(T* out, bool* mask, const T* x, ptrdiff_t n) {
 #endif
 }
 
-// x, out are (n,): out = 1 / (1 + exp(-x))
+// x, out are (n,): out = 1 / (1 + exp(-x)), four vectors' exps side by side
 template <class T>
 void sigmoid_forward_kernel(T* out, const T* x, ptrdiff_t n) {
     constexpr ptrdiff_t W = Vec<T>::W;
+    constexpr int NV = 4;
     const V<T> one = splat(T(1));
     ptrdiff_t i = 0;
+    for (; i + NV * W <= n; i += NV * W) {
+        V<T> e[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) e[v] = -loadu(x + i + v * W);
+        vexp_each<T, NV>(e);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) storeu(out + i + v * W, one / (one + e[v]));
+    }
     for (; i + W <= n; i += W) storeu(out + i, one / (one + vexp<T>(-loadu(x + i))));
     if (i < n) store_partial(out + i, one / (one + vexp<T>(-load_partial(x + i, n - i, T(0)))), n - i);
 }
