@@ -98,8 +98,8 @@ def test_relu_epilogue_nan_not_masked(cpu_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_results_do_not_depend_on_thread_count(cpu_path, kind):
     before = _core.get_num_threads()
-    # (100, 50, 784) reads a row-major B in place on two threads and packs it on one; (600, 50, 784)
-    # packs it on both
+    # The thread count decides whether a row-major B beside an A read in place is packed: on the
+    # AVX-512 path (100, 50, 784) reads it in place on two threads and packs it on one
     shapes = [(300, 200, 500), (100, 50, 784), (600, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300),
               (2000, 3, 300)]
     try:
