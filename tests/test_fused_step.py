@@ -167,8 +167,8 @@ def test_train_step_is_not_fooled_by_x_sharing_memory_with_a_parameter(backend, 
 
 
 def test_train_step_is_not_fooled_by_x_being_w1(backend, rng):
-    # W1 (64,64) as the batch x (64,64): W1's update fused into the store of dW1 = x^T·dh would
-    # change x while later tiles still read it in place, so that case updates W1 after the product
+    # W1 (64,64) as the batch x (64,64): dW1 = x^T·dh reads x in place across tiles and threads,
+    # so the step must finish the product before it updates W1
     stepped, updated = make_pair(np.float64, (64, 64, 10))
     t = rng.integers(0, 10, 64)
     step_both(stepped, updated, stepped.params["W1"], t, 0.5, x_layered=updated.params["W1"].copy())

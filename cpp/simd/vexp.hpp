@@ -16,8 +16,6 @@
 // Same rules as simd/vec.hpp: internal linkage only, builtins only.
 #pragma once
 
-#include <type_traits>
-
 #include "vec.hpp"
 
 namespace bpfast::simd {
@@ -215,7 +213,7 @@ inline void vexp_each_poly(V<T>* x) {
 // x[i] = exp(x[i]) for NV vectors, each step across all of them (see exp_poly_each).
 template <class T, int NV>
 inline void vexp_each(V<T>* x) {
-    if constexpr (std::is_same<T, float>::value)
+    if constexpr (sizeof(T) == sizeof(float))
         vexp_each_table<NV>(x);
     else
         vexp_each_poly<T, NV>(x);
