@@ -252,7 +252,7 @@ def test_entry_points_are_all_covered():
 
 
 
-@pytest.mark.parametrize("args", [(-1, 1), (2**40, 1), (4, -1), ("4", 1), (None, None)])
+@pytest.mark.parametrize("args", [(-1, 1), (2**40, 1), (4, -1), ("4", 1), (None, None), (5000, 1, True)])
 def test_pool_selftest_refuses_bad_counts(args):
     with pytest.raises((TypeError, ValueError)):
         _core._pool_selftest(*args)

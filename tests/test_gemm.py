@@ -142,6 +142,30 @@ def test_affine_kernels(cpu_path, kind):
         assert _core.affine_backward(dout, x, W, need_dx=False)[0] is None
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_affine_backward_does_not_depend_on_thread_count(cpu_path, kind):
+    """On two or more threads, backward runs dx and dW side by side, one per thread, when their
+    outputs are within 10x of each other and each has 24 K multiply-adds or more; otherwise it
+    splits each product across the threads. Every way gives the same bits as one thread."""
+    before = _core.get_num_threads()
+    # side by side: (100, 784, 50), (40, 50, 13), (64, 32, 32); split: (1000, 784, 50),
+    # (7, 33, 129), (1, 784, 50); too small for either: (20, 50, 10)
+    shapes = [(100, 784, 50), (40, 50, 13), (64, 32, 32), (1000, 784, 50), (7, 33, 129), (1, 784, 50), (20, 50, 10)]
+    try:
+        for N, D, M in shapes:
+            x, W, _ = operands(kind, N, M, D, False, False, seed=N + D + M)
+            dout = np.random.default_rng(2).standard_normal((N, M)).astype(W.dtype)
+            results = []
+            for n in (1, 2, 3):
+                _core.set_num_threads(n)
+                results.append(_core.affine_backward(dout, x, W))
+            for result in results[1:]:
+                for got, want in zip(result, results[0]):
+                    np.testing.assert_array_equal(got, want)
+    finally:
+        _core.set_num_threads(before)
+
+
 def test_mixed_needs_float32_a_and_float64_rest():
     with pytest.raises(TypeError, match="a has dtype float64 but b has dtype float32"):
         _core._gemm(np.ones((2, 3)), np.ones((3, 2), np.float32))

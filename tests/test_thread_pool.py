@@ -28,6 +28,15 @@ def test_every_chunk_runs_once(threads, n_threads, n_chunks):
     assert core._pool_selftest(n_chunks, 200)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_chunks", [1, 2, 5])
+def test_a_region_inside_a_chunk_runs_inline(threads, n_threads, n_chunks):
+    """A kernel run inside a chunk (Affine backward runs its two products side by side this way)
+    opens a region of its own: it runs on that chunk's thread alone, every inner chunk once."""
+    threads(n_threads)
+    assert core._pool_selftest(n_chunks, 100, nested=True)
+
+
 def test_concurrent_callers_from_python_threads(threads):
     threads(2)
     results = []

@@ -68,6 +68,14 @@ py::array_t<T> contiguous(const py::array& a) {
                                                       py::arg("order") = "C", py::arg("copy") = true);
 }
 
+// What prefetch_for_write is told about a parameter the caller may update in place next: its
+// bytes when the kernel used the caller's own writable array (`used` is contiguous(param)), else
+// 0 (a copy, or a read-only array, is not what the caller writes).
+template <class T>
+py::ssize_t bytes_updatable_in_place(const py::array& param, const py::array_t<T>& used) {
+    return used.ptr() == param.ptr() && param.writeable() ? param.nbytes() : 0;
+}
+
 // Labels t (N,) of any integer dtype as int64, each checked to lie in [0, C) (ValueError naming
 // the first that does not), before any kernel indexes with them.
 inline py::array_t<std::int64_t> checked_labels(const char* fn, const py::array& t, py::ssize_t C) {

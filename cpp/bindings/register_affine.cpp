@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "bpfast/cache_hint.hpp"
 #include "bpfast/gemm.hpp"
 #include "bpfast/ops.hpp"
 #include "register.hpp"
@@ -107,8 +108,11 @@ py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py
         T *pdW = dW.mutable_data(), *pdb = db.mutable_data();
         const T *pdout = doutc.data(), *pW = Wc.data();
         const TX* px = xc.data();
+        // The layer's caller usually writes W next (an SGD step); take its lines for writing now.
+        const ssize W_bytes = ref ? 0 : bytes_updatable_in_place(W, Wc);
         run_kernel(N * D * M * (need_dx ? 2 : 1), [=] {
             (ref ? affine_backward_ref<T, TX> : affine_backward<T, TX>)(pdx, pdW, pdb, pdout, px, pW, N, D, M);
+            prefetch_for_write(pW, W_bytes);
         });
         return py::make_tuple(dx_obj, dW, db);
     });

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bpfast/cpu.hpp"
@@ -28,6 +29,7 @@ py::dict info() {
     features["avx512vl"] = f.avx512vl;
     features["avx512bw"] = f.avx512bw;
     features["avx512dq"] = f.avx512dq;
+    features["prefetchw"] = f.prefetchw;
 
     py::dict flags;
     flags["common"] = BPFAST_FLAGS_COMMON;
@@ -67,21 +69,40 @@ void register_info(py::module_& m) {
         py::arg("n"), "Use n threads (n >= 1) for the kernels from the next call on.");
     m.def(
         "_pool_selftest",
-        [](std::ptrdiff_t n_chunks, int repeats) {
-            // Test hook: every chunk of every region must run exactly once.
-            if (n_chunks < 0 || n_chunks > (1 << 24) || repeats < 0)
-                throw py::value_error("_pool_selftest: need 0 <= n_chunks <= 2**24 and repeats >= 0");
+        [](std::ptrdiff_t n_chunks, int repeats, bool nested) {
+            // Test hook: every chunk of every region must run exactly once. Nested: each chunk also
+            // runs a region of n_chunks inside, which must run inline on the chunk's thread; and
+            // where the outer region is one (2+ chunks, 2+ threads), region_threads() is 1 inside.
+            if (n_chunks < 0 || n_chunks > (1 << 24) || repeats < 0 || (nested && n_chunks > 4096))
+                throw py::value_error(
+                    "_pool_selftest: need 0 <= n_chunks <= 2**24 (4096 nested) and repeats >= 0");
             py::gil_scoped_release release;
-            std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n_chunks));
+            const std::size_t n = static_cast<std::size_t>(n_chunks);
+            std::vector<std::atomic<int>> hits(nested ? n * n : n);
+            std::atomic<bool> inline_inside{true};
             for (int r = 0; r < repeats; ++r) {
-                parallel_for(n_chunks, [&](std::ptrdiff_t c) { hits[static_cast<std::size_t>(c)]++; });
+                parallel_for(n_chunks, [&](std::ptrdiff_t c) {
+                    if (!nested) {
+                        hits[static_cast<std::size_t>(c)]++;
+                        return;
+                    }
+                    const bool pooled = n_chunks > 1 && num_threads() > 1;
+                    if (pooled && region_threads() != 1) inline_inside = false;
+                    const std::thread::id outer = std::this_thread::get_id();
+                    parallel_for(n_chunks, [&](std::ptrdiff_t i) {
+                        if (std::this_thread::get_id() != outer) inline_inside = false;
+                        hits[static_cast<std::size_t>(c) * n + static_cast<std::size_t>(i)]++;
+                    });
+                });
             }
             for (auto& h : hits) {
                 if (h.load() != repeats) return false;
             }
-            return true;
+            return inline_inside.load();
         },
-        py::arg("n_chunks"), py::arg("repeats"), "Test hook: run parallel_for regions and check the chunk counts.");
+        py::arg("n_chunks"), py::arg("repeats"), py::arg("nested") = false,
+        "Test hook: run parallel_for regions (nested: a region inside every chunk) and check the chunk "
+        "counts.");
     m.def(
         "_set_cpu_path",
         [](const std::optional<std::string>& path) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "bpfast/cache_hint.hpp"
 #include "bpfast/nets.hpp"
 #include "register.hpp"
 
@@ -84,6 +85,10 @@ py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py
     const TX* px = xc.data();
     const T *pW1 = W1c.data(), *pb1 = b1c.data(), *pW2 = W2c.data(), *pb2 = b2c.data();
     const T rate = lr ? static_cast<T>(*lr) : T(0);
+    // Without lr, the caller usually writes the weights next (its own SGD step): their lines are
+    // taken for writing after the gradient. With lr, the update here is split across the pool.
+    const ssize W1_bytes = lr ? 0 : bytes_updatable_in_place(W1, W1c);
+    const ssize W2_bytes = lr ? 0 : bytes_updatable_in_place(W2, W2c);
     double loss = 0;
     without_gil([&] {
         loss = two_layer_gradient<T, TX>(out, px, pl, pt, pW1, pb1, pW2, pb2, s.N, s.D, s.H, s.C);
@@ -92,6 +97,9 @@ py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py
             sgd_update<T>(params[1], out.db1, rate, s.H);
             sgd_update<T>(params[2], out.dW2, rate, s.H * s.C);
             sgd_update<T>(params[3], out.db2, rate, s.C);
+        } else {
+            prefetch_for_write(pW1, W1_bytes);
+            prefetch_for_write(pW2, W2_bytes);
         }
     });
     return py::make_tuple(py::dtype::of<T>().attr("type")(loss), h, mask, y, dW1, db1, dW2, db2);

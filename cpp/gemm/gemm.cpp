@@ -61,7 +61,7 @@ namespace detail {
 void gemm_parallel_for(std::ptrdiff_t n_chunks, void (*fn)(void* ctx, std::ptrdiff_t c), void* ctx) {
     parallel_for(n_chunks, [fn, ctx](std::ptrdiff_t c) { fn(ctx, c); });
 }
-int gemm_threads() { return num_threads(); }
+int gemm_threads() { return region_threads(); }
 }  // namespace detail
 
 void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm) {

@@ -15,7 +15,7 @@ namespace bpfast {
 template <class F>
 void run_chunked(std::ptrdiff_t n, std::ptrdiff_t chunk, std::ptrdiff_t min_parallel, const F& f) {
     if (n <= 0) return;
-    if (n < min_parallel || n <= chunk || num_threads() < 2) {
+    if (n < min_parallel || n <= chunk || region_threads() < 2) {
         f(std::ptrdiff_t(0), n);
         return;
     }

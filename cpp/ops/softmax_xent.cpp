@@ -33,7 +33,7 @@ double chunked_sum(ptrdiff_t N, ptrdiff_t C, const RowsSum& rows_sum) {
     const ptrdiff_t n_chunks = (N + rows - 1) / rows;
     auto chunk_sum = [&](ptrdiff_t c) { return rows_sum(c * rows, c * rows + rows < N ? c * rows + rows : N); };
     double sum = 0;
-    if (n_chunks == 1 || N * C < kMinParallelElems || num_threads() < 2) {
+    if (n_chunks == 1 || N * C < kMinParallelElems || region_threads() < 2) {
         for (ptrdiff_t c = 0; c < n_chunks; ++c) sum += chunk_sum(c);
         return sum;
     }

@@ -108,7 +108,7 @@ bool bit(unsigned reg, int n) { return (reg >> n) & 1u; }
 CpuFeatures cpu_features() {
     CpuFeatures f{};
 #if BPFAST_X86_64
-    const CpuidRegs l1 = cpuid(1, 0), l7 = cpuid(7, 0);
+    const CpuidRegs l1 = cpuid(1, 0), l7 = cpuid(7, 0), ext1 = cpuid(0x80000001u, 0);
     // AVX state (XMM|YMM) and AVX-512 state (also opmask, ZMM_Hi256, Hi16_ZMM) enabled by the OS.
     const std::uint64_t xcr = bit(l1.ecx, 27) ? xcr0() : 0;  // OSXSAVE: XGETBV is usable
     const bool ymm = (xcr & 0x6) == 0x6;
@@ -125,6 +125,7 @@ CpuFeatures cpu_features() {
     f.avx512dq = f.avx512f && bit(l7.ebx, 17);
     f.avx512bw = f.avx512f && bit(l7.ebx, 30);
     f.avx512vl = f.avx512f && bit(l7.ebx, 31);
+    f.prefetchw = bit(ext1.ecx, 8);
 #endif
     return f;
 }

@@ -35,6 +35,19 @@ namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(200);
 
+// Set while this thread runs chunks of a region (as its caller or as a worker): a parallel_for
+// made from there runs inline, and kernels plan for one thread (region_threads()).
+thread_local bool inside_region = false;
+
+// Marks the current thread as inside a region for its lifetime.
+class InsideRegion {
+public:
+    InsideRegion() { inside_region = true; }
+    ~InsideRegion() { inside_region = false; }
+    InsideRegion(const InsideRegion&) = delete;
+    InsideRegion& operator=(const InsideRegion&) = delete;
+};
+
 class Pool {
 public:
     int threads() const { return requested_.load(std::memory_order_relaxed); }
@@ -42,8 +55,10 @@ public:
 
     void run(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f) {
         const int wanted = static_cast<int>(std::min<std::ptrdiff_t>(threads(), n_chunks));
-        std::unique_lock<std::mutex> region(region_mutex_, std::try_to_lock);
-        if (wanted <= 1 || !region.owns_lock()) {
+        // Inline: one thread wanted, a region inside a region's chunk (never try_lock a mutex
+        // this thread holds), or another caller's region running.
+        std::unique_lock<std::mutex> region(region_mutex_, std::defer_lock);
+        if (wanted <= 1 || inside_region || !region.try_lock()) {
             for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
             return;
         }
@@ -94,6 +109,7 @@ private:
     }
 
     void take_chunks(const std::function<void(std::ptrdiff_t)>& f, std::ptrdiff_t n_chunks) {
+        const InsideRegion inside;
         for (std::ptrdiff_t c = next_.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
              c = next_.fetch_add(1, std::memory_order_relaxed)) {
             f(c);
@@ -192,6 +208,8 @@ int default_num_threads() {
 }
 
 int num_threads() { return pool().threads(); }
+
+int region_threads() { return inside_region ? 1 : num_threads(); }
 
 void set_num_threads(int n) { pool().set_threads(n); }
 

@@ -15,6 +15,7 @@ namespace bpfast {
 
 struct CpuFeatures {
     bool sse2, avx, avx2, fma, avx512f, avx512vl, avx512bw, avx512dq;
+    bool prefetchw;  // PREFETCHW (CPUID 0x80000001 ECX bit 8: AMD since K6, Intel since Broadwell)
 };
 
 // One GEMM entry of the table: C = op(A)·op(B) then the epilogue (see gemm.hpp).

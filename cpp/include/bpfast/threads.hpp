@@ -8,6 +8,8 @@
 //   afterwards, so results do not depend on num_threads().
 // - One parallel region runs at a time; a call made while another runs (another Python
 //   thread, or a nested call from inside f) runs its chunks inline on the calling thread.
+//   Inside f of a region of 2+ chunks on 2+ threads, region_threads() is 1, so a kernel called
+//   there plans for the one thread it gets.
 // - f must not throw.
 // - Workers start lazily, spin briefly after a region (so back-to-back kernels do not pay a
 //   wake-up), then sleep. After fork() the child starts fresh workers on first use.
@@ -20,6 +22,9 @@ namespace bpfast {
 
 // Threads used by parallel_for (the caller included); at least 1.
 int num_threads();
+// The threads a parallel_for called from here would use: 1 inside a chunk of a region on the
+// pool, else num_threads(). Kernels plan their split with this.
+int region_threads();
 // Set the thread count (n >= 1); takes effect at the next parallel_for.
 void set_num_threads(int n);
 // The default: BPFAST_NUM_THREADS when set, else the CPUs this process may run on.
