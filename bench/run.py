@@ -71,8 +71,7 @@ PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
 BLAS_FAMILIES = ("numpy", "numba")  # in-process variants on OpenBLAS (NumPy's, SciPy's for Numba)
-WARM_BELOW_S = 0.02  # calls shorter than this get WARMUP_S of untimed calls before each sample
-WARMUP_S = 0.01  # see _quiet.warm_up
+WARMUP_S = 0.01  # untimed calls before each sample (at least one): see _quiet.warm_up
 
 
 # ----------------------------------------------------------------------------- environment
@@ -150,7 +149,6 @@ class Variant:
     note: str = ""
     remote: bool = False
     inner: int = 1
-    warm_s: float = 0.0
     samples: list = field(default_factory=list)
     error: float | None = None
 
@@ -415,7 +413,6 @@ class Harness:
             if once < 0.1:
                 once = min(v.run(1) for _ in range(2))
             v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
-            v.warm_s = WARMUP_S if once < WARM_BELOW_S else 0.0
         self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
         families = {}
         for v in timed:
@@ -427,7 +424,7 @@ class Harness:
             for r in range(self.rounds):
                 for group in rotated(groups, r):
                     for v in rotated(group, r):
-                        v.samples.append(v.run(v.inner, v.warm_s) / v.inner)
+                        v.samples.append(v.run(v.inner, WARMUP_S) / v.inner)
                     if group[0].family in BLAS_FAMILIES:
                         wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s and would steal a core
                 if r + 1 >= self.min_rounds and time.perf_counter() - timing_start > self.budget_s:
@@ -830,7 +827,7 @@ class Harness:
             self.data_note,
             f"interleaved rounds: up to {self.rounds} per case (at least {self.min_rounds}, then a {self.budget_s:.0f} s budget); "
             f"each sample times back-to-back calls (~{self.target_sample_s * 1e3:.0f} ms) and divides; GC off while timing",
-            f"calls under {WARM_BELOW_S * 1e3:.0f} ms get {WARMUP_S * 1e3:.0f} ms of untimed calls before each sample "
+            f"every sample follows {WARMUP_S * 1e3:.0f} ms of untimed calls, at least one "
             "(after an idle spell, such as the wait below, the first milliseconds run slow for every variant)",
             "PyTorch and JAX run in worker processes of their own, one sample per round like the rest",
             "after the NumPy and Numba variants' samples the harness waits until OpenBLAS's threads stop spinning "
