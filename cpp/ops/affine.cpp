@@ -71,7 +71,8 @@ void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdi
     const auto dx_product = [&] { G::gemm(dx, dout, W, N, D, M, false, true, Epilogue<T>{}); };
     const auto dW_product = [&] { G::gemm(dW, x, dout, D, M, N, true, false, Epilogue<T>{}); };
     if (dx && G::side_by_side && products_side_by_side(N, D, M)) {
-        // The caller takes chunk 0 first: dW stays in its cache for the update that follows.
+        // The caller asks for a chunk first and so nearly always runs chunk 0: dW then sits in
+        // its cache for the update that follows.
         parallel_for(2, [&](ptrdiff_t c) { c == 0 ? dW_product() : dx_product(); });
     } else {
         if (dx) dx_product();
