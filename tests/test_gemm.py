@@ -14,6 +14,10 @@ _core = pytest.importorskip("bpfast._core")
 INFO = _core.info()
 KINDS = ["float32", "float64", "mixed"]  # mixed: float32 A, float64 B and C
 SIZES = [1, 2, 3, 7, 13, 15, 17, 31, 33, 47, 63, 65, 100, 127, 129, 255, 257, 784]
+# A transposed with C's rows shorter than a panel and not whole vectors (10 columns; 24 in
+# float32, 12 in float64): computed as C^T, then stored transposed through the epilogue.
+NARROW_TRANSPOSED = [(100, 10, 50), (1024, 10, 300), (500, 10, 1000), (300, 24, 50), (200, 12, 40), (11, 10, 5)]
+
 # Each size as M, as N and as K against small partners, then shapes off every block and the book's.
 SHAPES = (
     [(s, 17, 9) for s in SIZES]
@@ -22,6 +26,7 @@ SHAPES = (
     + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
     + [(600, 50, 784)]  # many rows past a row-major B: B packed beside an A read in place
     + [(45, 300, 70)]  # A packed from its rows: a short last panel, k past the last transposed block
+    + NARROW_TRANSPOSED
 )
 
 
@@ -67,17 +72,19 @@ def test_gemm_vs_numpy_and_ref(cpu_path, kind, trans_a, trans_b):
         assert_product_close(with_bias, expected + bias, scale + np.abs(bias), kind, K)
 
 
+@pytest.mark.parametrize("trans_a", [False, True], ids=["N", "T"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_relu_epilogue_mask_is_exact(cpu_path, kind):
-    for M, N, K in [(1, 1, 1), (13, 33, 17), (100, 50, 784), (65, 129, 31), (3, 7, 0), (0, 4, 2)]:
-        a, b, bias = operands(kind, M, N, K, False, False, seed=M + N + K)
-        plain = _core._gemm(a, b, bias)
-        out, mask = _core._gemm(a, b, bias, relu=True)
+def test_relu_epilogue_mask_is_exact(cpu_path, kind, trans_a):
+    shapes = [(1, 1, 1), (13, 33, 17), (100, 50, 784), (65, 129, 31), (3, 7, 0), (0, 4, 2)]
+    for M, N, K in shapes + (NARROW_TRANSPOSED if trans_a else []):
+        a, b, bias = operands(kind, M, N, K, trans_a, False, seed=M + N + K)
+        plain = _core._gemm(a, b, bias, trans_a)
+        out, mask = _core._gemm(a, b, bias, trans_a, relu=True)
         assert mask.dtype == np.bool_ and mask.shape == (M, N)
         np.testing.assert_array_equal(mask, plain <= 0)
         np.testing.assert_array_equal(out, np.where(mask, 0, plain))
-        ref_out, ref_mask = _core._ref.gemm(a, b, bias, relu=True)
-        expected, scale = exact_product(a, b, False, False)
+        ref_out, ref_mask = _core._ref.gemm(a, b, bias, trans_a, relu=True)
+        expected, scale = exact_product(a, b, trans_a, False)
         assert_product_close(ref_out, np.maximum(expected + bias, 0), scale + np.abs(bias), kind, K)
         # masks agree with the oracle wherever the value is not within rounding of zero
         clear = np.abs(expected + bias) > 1e-3 * (scale + np.abs(bias) + 1)
@@ -101,7 +108,7 @@ def test_results_do_not_depend_on_thread_count(cpu_path, kind):
     # The thread count decides whether a row-major B beside an A read in place is packed: on the
     # AVX-512 path (100, 50, 784) reads it in place on two threads and packs it on one
     shapes = [(300, 200, 500), (100, 50, 784), (600, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300),
-              (2000, 3, 300)]
+              (2000, 3, 300)] + NARROW_TRANSPOSED
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
             for M, N, K in shapes:
