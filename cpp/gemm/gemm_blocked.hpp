@@ -90,11 +90,13 @@ inline T relu_scalar(T v, bool* mask) {
 // j], row-major op(B)), every vector full, or the last one cut to the panel's n columns.
 enum BRead { kBPacked, kBInPlace, kBInPlaceEdge };
 
-// Rows of an in-place op(B) prefetched ahead of the one read: rows a page apart (x^T·dout as
-// C^T = dout^T·x, see gemm_narrow_transposed) defeat the hardware prefetchers. Measured on
-// (1024,1024)^T·(1024,10) float32, 2 threads: 143 us without, 125 at 4 rows, 105 at 8, 109 at
-// 16; the book's in-place shapes (100x784·784x50 and smaller) unchanged.
+// Rows of an in-place op(B) prefetched ahead of the one read, when they are at least
+// kBInPlacePrefetchStrideBytes apart: rows a page apart (x^T·dout as C^T = dout^T·x, see
+// gemm_narrow_transposed) defeat the hardware prefetchers. Measured on (1024,1024)^T·(1024,10)
+// float32, 2 threads: 143 us without, 125 at 4 rows, 105 at 8, 109 at 16. The book's in-place
+// rows (W1 with 50 columns: 200-400 bytes) are close enough for the hardware and not prefetched.
 constexpr ptrdiff_t kBInPlacePrefetchRows = 8;
+constexpr ptrdiff_t kBInPlacePrefetchStrideBytes = 2048;
 
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
 // panel and a B panel (as BR says); c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes past n
@@ -112,12 +114,13 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     for (int i = 0; i < RM; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < NVC; ++j) acc[i][j] = S::zero();
+    const bool prefetch_b = BR != kBPacked && bks * ptrdiff_t(sizeof(T)) >= kBInPlacePrefetchStrideBytes;
 #pragma GCC unroll 2
     for (ptrdiff_t k = 0; k < kc; ++k) {
         const T* bk = BR == kBPacked ? b + k * NRP : b + k * bks;
         const TA* ak = DIRECT ? a + k * aks : a + k * MRP;
         V bv[NVC];
-        if constexpr (BR != kBPacked) {  // rows of op(B) in place are a page apart in x^T·dout
+        if (prefetch_b) {
 #pragma GCC unroll 8
             for (int j = 0; j < NVC; ++j) __builtin_prefetch(bk + kBInPlacePrefetchRows * bks + j * W, 0, 3);
         }
