@@ -14,9 +14,11 @@ _core = pytest.importorskip("bpfast._core")
 INFO = _core.info()
 KINDS = ["float32", "float64", "mixed"]  # mixed: float32 A, float64 B and C
 SIZES = [1, 2, 3, 7, 13, 15, 17, 31, 33, 47, 63, 65, 100, 127, 129, 255, 257, 784]
-# A transposed with C's rows shorter than a panel and not whole vectors (10 columns; 24 in
-# float32, 12 in float64): computed as C^T, then stored transposed through the epilogue.
-NARROW_TRANSPOSED = [(100, 10, 50), (1024, 10, 300), (500, 10, 1000), (300, 24, 50), (200, 12, 40), (11, 10, 5)]
+# A transposed with rows over 2 KB apart and C's rows shorter than a panel and not whole vectors
+# (10, 12, 3 columns; 24 in float32): computed as C^T, then stored transposed through the
+# epilogue. The last two have rows close enough to be read in place (the direct path).
+NARROW_TRANSPOSED = [(1024, 10, 300), (600, 10, 1000), (784, 24, 50), (520, 12, 40), (600, 3, 7), (100, 10, 50),
+                     (11, 10, 5)]
 
 # Each size as M, as N and as K against small partners, then shapes off every block and the book's.
 SHAPES = (

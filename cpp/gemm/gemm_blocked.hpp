@@ -473,21 +473,25 @@ template <class T, class B, class TA>
 void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool trans_a,
                   bool trans_b, const Epilogue<T>& ep);
 
-// op(A) transposed and C's rows shorter than a panel and not whole vectors (dW = x^T·dout of a
-// layer with 10 outputs): each row of C would be a partly filled vector, and all of op(A) would
-// be packed (its stored rows are a page apart for x^T) for that one panel. C^T = op(B)^T·A has
-// instead a few rows, and wide rows read where they lie: A is the row-major (K,M) operand. C^T goes
-// to a scratch buffer, then to C transposed, through the epilogue. Every element sums the same
+// op(A) transposed with its stored rows too far apart to be read in place (past
+// kDirectMaxStrideBytes), and C's rows shorter than a panel and not whole vectors (dW = x^T·dout
+// of a layer with 10 outputs after 784 or 1024 inputs): each row of C would be a partly filled
+// vector, and all of op(A) would be packed for that one panel. C^T = op(B)^T·A has instead a few
+// rows, and wide rows read where they lie: A is the row-major (K,M) operand. C^T goes to a
+// scratch buffer, then to C transposed, through the epilogue. Every element sums the same
 // products in the same K blocks and k order, so the result still does not depend on threads.
-// Measured, 2 threads, float32 (float64), us: (1024,1024)^T·(1024,10) 298 -> 105 (509 -> 449),
-// (2048,2048)^T·(2048,10) 1240 -> 410, (100,784)^T·(100,10) 30 -> 23 (52 -> 46), 24 columns
-// 400 -> 285; 32 columns (a whole panel) and 8 or 16 in float64 (whole vectors) were slower.
+// Measured (two builds, alternating processes), 2 threads, float32 (float64), us:
+// (1024,1024)^T·(1024,10) 318 -> 146 (548 -> 486), (256,1024)^T·(256,10) 60 -> 33,
+// (100,784)^T·(100,10) 21.0 -> 17.1 (34.4 -> 35.2, level), 24 columns 400 -> 285; 32 columns (a whole panel) and 8 or 16 in float64 (whole vectors) were slower, as
+// were rows close enough to be read in place ((50,300)^T·(50,24): 6.8 -> 13.1).
 // Up to kNarrowMaxElements elements of C (the scratch is kept, as the packing buffers are).
 constexpr ptrdiff_t kNarrowMaxElements = ptrdiff_t(1) << 22;
 
-inline bool narrow_transposed(ptrdiff_t M, ptrdiff_t N, int NR, int W) {
+template <class T>
+bool narrow_transposed(ptrdiff_t M, ptrdiff_t N, int NR, int W) {
     // N < M: C^T is never narrow itself
-    return N < NR && N % W != 0 && N < M && M * N <= kNarrowMaxElements;
+    return M * ptrdiff_t(sizeof(T)) > kDirectMaxStrideBytes && N < NR && N % W != 0 && N < M &&
+           M * N <= kNarrowMaxElements;
 }
 
 template <class T, class B>
@@ -515,7 +519,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     if (M <= 0 || N <= 0) return;
     if (K <= 0) return fill_epilogue(C, M, N, ep);
     if constexpr (sizeof(TA) == sizeof(T)) {
-        if (trans_a && narrow_transposed(M, N, NR, W)) return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
+        if (trans_a && narrow_transposed<T>(M, N, NR, W)) return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
     }
     const ptrdiff_t ldc = N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
     // op(A)(i, k) = A[i*a_i + k*a_k]; op(B)(k, j) = Bm[k*b_k + j*b_j]
