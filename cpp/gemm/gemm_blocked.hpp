@@ -482,8 +482,9 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
 // products in the same K blocks and k order, so the result still does not depend on threads.
 // Measured (two builds, alternating processes), 2 threads, float32 (float64), us:
 // (1024,1024)^T·(1024,10) 318 -> 146 (548 -> 486), (256,1024)^T·(256,10) 60 -> 33,
-// (100,784)^T·(100,10) 21.0 -> 17.1 (34.4 -> 35.2, level), 24 columns 400 -> 285; 32 columns (a whole panel) and 8 or 16 in float64 (whole vectors) were slower, as
-// were rows close enough to be read in place ((50,300)^T·(50,24): 6.8 -> 13.1).
+// (100,784)^T·(100,10) 21.0 -> 17.1 (34.4 -> 35.2, level), 24 columns 400 -> 285. Slower, and so
+// left to the direct path: 32 columns (a whole panel), 8 or 16 in float64 (whole vectors), and
+// rows close enough to be read in place ((50,300)^T·(50,24): 6.8 -> 13.1).
 // Up to kNarrowMaxElements elements of C (the scratch is kept, as the packing buffers are).
 constexpr ptrdiff_t kNarrowMaxElements = ptrdiff_t(1) << 22;
 
@@ -519,7 +520,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     if (M <= 0 || N <= 0) return;
     if (K <= 0) return fill_epilogue(C, M, N, ep);
     if constexpr (sizeof(TA) == sizeof(T)) {
-        if (trans_a && narrow_transposed<T>(M, N, NR, W)) return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
+        if (trans_a && narrow_transposed<T>(M, N, NR, W))
+            return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
     }
     const ptrdiff_t ldc = N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
     // op(A)(i, k) = A[i*a_i + k*a_k]; op(B)(k, j) = Bm[k*b_k + j*b_j]
