@@ -1,6 +1,6 @@
 """The compiled GEMM: every kernel path x dtype (float32, float64, float32 A with float64 B) x
 transpose flags x awkward sizes, against the _ref twin and NumPy; the fused epilogues (bias,
-ReLU with its mask), thread-count independence, the Affine kernels built on it, and the SciPy
+ReLU with its mask, the zero mask of a ReLU backward), thread-count independence, the Affine kernels built on it, and the SciPy
 BLAS escape hatch."""
 
 from __future__ import annotations
@@ -91,6 +91,36 @@ def test_relu_epilogue_mask_is_exact(cpu_path, kind, trans_a):
         # masks agree with the oracle wherever the value is not within rounding of zero
         clear = np.abs(expected + bias) > 1e-3 * (scale + np.abs(bias) + 1)
         np.testing.assert_array_equal(mask[clear], ref_mask[clear])
+
+
+@pytest.mark.parametrize("trans_a", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_zero_mask_epilogue(cpu_path, kind, trans_a, trans_b):
+    """C = 0 where zero_mask, after bias and ReLU: exactly the product then the mask applied, on
+    every block edge, the narrow transposed form and the reference."""
+    for M, N, K in SHAPES:
+        a, b, bias = operands(kind, M, N, K, trans_a, trans_b, seed=M + 2 * N + K)
+        zero = np.random.default_rng(M * N + K).random((M, N)) < 0.5
+        if M > 1 and N > 1:
+            zero = np.asfortranarray(zero)  # any layout: copied to C order first
+        plain = _core._gemm(a, b, bias, trans_a, trans_b)
+        np.testing.assert_array_equal(_core._gemm(a, b, bias, trans_a, trans_b, zero_mask=zero),
+                                      np.where(zero, 0, plain))
+        out, mask = _core._gemm(a, b, bias, trans_a, trans_b, relu=True, zero_mask=zero)
+        np.testing.assert_array_equal(mask, plain <= 0)
+        np.testing.assert_array_equal(out, np.where(zero | mask, 0, plain))
+        ref_plain = _core._ref.gemm(a, b, bias, trans_a, trans_b)
+        np.testing.assert_array_equal(_core._ref.gemm(a, b, bias, trans_a, trans_b, zero_mask=zero),
+                                      np.where(zero, 0, ref_plain))
+
+
+def test_zero_mask_is_checked():
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match="zero_mask has shape"):
+        _core._gemm(a, b, zero_mask=np.zeros((5, 4), bool))
+    with pytest.raises(TypeError, match="zero_mask has dtype uint8; expected bool"):
+        _core._gemm(a, b, zero_mask=np.zeros((4, 5), np.uint8))
 
 
 def test_relu_epilogue_nan_not_masked(cpu_path):
@@ -199,6 +229,9 @@ def test_scipy_blas_hatch():
                         assert_product_close(out, np.maximum(expected + bias, 0), scale + np.abs(bias), kind, K)
                         plain = _core._gemm(a, b, bias, trans_a, trans_b)
                         np.testing.assert_array_equal(mask, plain <= 0)
+                        zero = np.arange(M * N).reshape(M, N) % 3 == 0
+                        np.testing.assert_array_equal(_core._gemm(a, b, bias, trans_a, trans_b, zero_mask=zero),
+                                                      np.where(zero, 0, plain))
     finally:
         assert _blas.use_scipy_blas(False) == "bpfast"
     assert _core.info()["gemm"] == "bpfast"

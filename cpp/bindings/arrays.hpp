@@ -53,6 +53,11 @@ inline void expect_same_shape(const char* fn, const Arg& a, const Arg& b) {
     if (!same) shape_error(fn, a, b);
 }
 
+inline void expect_bool(const char* fn, const Arg& a) {
+    if (a.array.dtype().num() != py::detail::npy_api::NPY_BOOL_)
+        throw py::type_error(std::string(fn) + ": " + a.name + " has dtype " + dtype_of(a.array) + "; expected bool");
+}
+
 inline bool is_c_aligned(const py::array& a) {
     return (a.flags() & py::array::c_style) && (a.flags() & npy_aligned);
 }

@@ -128,14 +128,16 @@ void call_gemm(bool ref, T* C, const TA* A, const T* B, ssize M, ssize N, ssize 
 }
 
 // _gemm: op(a) is (M,K), op(b) is (K,N), bias is (N,) or None; returns op(a)·op(b) + bias, (M,N),
-// or (relu(that), mask) when relu
+// or (relu(that), mask) when relu; zeroed where zero_mask (bool (M,N) or None) is set
 py::object gemm_py(const py::array& a, const py::array& b, const py::object& bias_obj, bool trans_a, bool trans_b,
-                   bool relu, bool ref) {
+                   bool relu, const py::object& zero_mask_obj, bool ref) {
     const char* fn = "gemm";
     std::vector<Arg> rest{{"b", b}};
     const bool has_bias = !bias_obj.is_none();
     py::array bias = has_bias ? py::array::ensure(bias_obj) : py::array();
     if (has_bias) rest.push_back({"bias", bias});
+    const bool has_zero_mask = !zero_mask_obj.is_none();
+    const py::array zero_mask = has_zero_mask ? py::array::ensure(zero_mask_obj) : py::array();
     return with_affine_dtypes(fn, {"a", a}, rest, [&](auto tag, auto atag) -> py::object {
         using T = decltype(tag);
         using TA = decltype(atag);
@@ -145,6 +147,11 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
         const ssize N = b.shape(trans_b ? 0 : 1);
         if (b.shape(trans_b ? 1 : 0) != K) shape_error(fn, {"a", a}, {"b", b});
         if (has_bias && (bias.ndim() != 1 || bias.shape(0) != N)) shape_error(fn, {"b", b}, {"bias", bias});
+        if (has_zero_mask) {
+            expect_bool(fn, {"zero_mask", zero_mask});
+            if (zero_mask.ndim() != 2 || zero_mask.shape(0) != M || zero_mask.shape(1) != N)
+                shape_error(fn, {"a", a}, {"zero_mask", zero_mask});
+        }
         py::array_t<T> out({M, N});  // first: an impossible output fails before any input is copied
         auto ac = contiguous<TA>(a);
         auto bc = contiguous<T>(b);
@@ -154,6 +161,11 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
             auto bcopy = contiguous<T>(bias);
             ep.bias = bcopy.data();
             biasc = std::move(bcopy);
+        }
+        py::array_t<bool> zero_maskc;
+        if (has_zero_mask) {
+            zero_maskc = contiguous<bool>(zero_mask);
+            ep.zero_mask = zero_maskc.data();
         }
         ep.relu = relu;
         if (relu) {
@@ -197,13 +209,12 @@ void register_gemm_and_affine(py::module_& m, bool ref) {
         "float32 with dout, W float64.");
     m.def(
         ref ? "gemm" : "_gemm",
-        [ref](const py::array& a, const py::array& b, const py::object& bias, bool trans_a, bool trans_b, bool relu) {
-            return gemm_py(a, b, bias, trans_a, trans_b, relu, ref);
-        },
+        [ref](const py::array& a, const py::array& b, const py::object& bias, bool trans_a, bool trans_b, bool relu,
+              const py::object& zero_mask) { return gemm_py(a, b, bias, trans_a, trans_b, relu, zero_mask, ref); },
         py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("trans_a") = false,
-        py::arg("trans_b") = false, py::arg("relu") = false,
-        "op(a) is (M,K), op(b) is (K,N); returns op(a)·op(b) (+ bias), (M,N); with relu, (out, mask). a may "
-        "be float32 with b, bias float64.");
+        py::arg("trans_b") = false, py::arg("relu") = false, py::arg("zero_mask") = py::none(),
+        "op(a) is (M,K), op(b) is (K,N); returns op(a)·op(b) (+ bias), (M,N); with relu, (out, mask); then 0 "
+        "where zero_mask (bool, (M,N)) is set. a may be float32 with b, bias float64.");
 }
 
 }  // namespace

@@ -82,8 +82,7 @@ void relu_backward_py(py::array dout, const py::array& mask, bool ref) {
     const char* fn = "relu_backward";
     float_dispatch(fn, [&](auto tag) {
         using T = decltype(tag);
-        if (mask.dtype().num() != npy::NPY_BOOL_)
-            throw py::type_error(std::string(fn) + ": mask has dtype " + dtype_of(mask) + "; expected bool");
+        expect_bool(fn, {"mask", mask});
         expect_same_shape(fn, {"dout", dout}, {"mask", mask});
         if (!dout.writeable()) throw py::value_error(std::string(fn) + ": dout is read-only; it is zeroed in place");
         if (!is_c_aligned(dout))

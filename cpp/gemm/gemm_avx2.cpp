@@ -8,6 +8,17 @@
 namespace bpfast {
 namespace {
 
+// The first min(n, L) bytes at m in the low lanes of a vector, zeros past them.
+template <int L>
+inline __m128i mask_bytes(const bool* m, ptrdiff_t n) {
+    alignas(16) unsigned char t[16] = {};
+    if (n >= L)
+        std::memcpy(t, m, L);  // one load
+    else
+        std::memcpy(t, m, static_cast<std::size_t>(n));
+    return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+}
+
 template <>
 struct Simd<float> {
     using V = __m256;
@@ -55,6 +66,11 @@ struct Simd<float> {
         }
         return _mm256_andnot_ps(le, v);
     }
+    // v made 0 in the lanes j < n where m[j] is set; m is not read past n.
+    static V zero_where(V v, const bool* m, ptrdiff_t n) {
+        const __m256i set = _mm256_cvtepu8_epi32(mask_bytes<W>(m, n));
+        return _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(set, _mm256_setzero_si256())), v);
+    }
 };
 
 template <>
@@ -95,6 +111,10 @@ struct Simd<double> {
             for (ptrdiff_t j = 0; j < (n < W ? n : W); ++j) mask[j] = (bits >> j) & 1u;
         }
         return _mm256_andnot_pd(le, v);
+    }
+    static V zero_where(V v, const bool* m, ptrdiff_t n) {
+        const __m256i set = _mm256_cvtepu8_epi64(mask_bytes<W>(m, n));
+        return _mm256_andnot_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(set, _mm256_setzero_si256())), v);
     }
 };
 

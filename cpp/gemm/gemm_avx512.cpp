@@ -68,6 +68,12 @@ struct Simd<float> {
         }
         return _mm512_maskz_mov_ps(static_cast<__mmask16>(~le), v);
     }
+    // v made 0 in the lanes j < n where m[j] is set; m is not read past n.
+    static V zero_where(V v, const bool* m, ptrdiff_t n) {
+        const __m128i bytes = n >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(m))
+                                      : _mm_maskz_loadu_epi8(first_n16(n), m);
+        return _mm512_maskz_mov_ps(_mm_testn_epi8_mask(bytes, bytes), v);
+    }
 };
 
 template <>
@@ -115,6 +121,11 @@ struct Simd<double> {
                 _mm_mask_storeu_epi8(mask, first_n16(n), bytes);
         }
         return _mm512_maskz_mov_pd(static_cast<__mmask8>(~le), v);
+    }
+    static V zero_where(V v, const bool* m, ptrdiff_t n) {
+        const __m128i bytes = n >= 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m))
+                                     : _mm_maskz_loadu_epi8(first_n16(n), m);
+        return _mm512_maskz_mov_pd(static_cast<__mmask8>(_mm_testn_epi8_mask(bytes, bytes)), v);
     }
 };
 

@@ -50,6 +50,15 @@ struct GenericSimd {
         std::memcpy(&v, t, sizeof v);
         return v;
     }
+    // v made 0 in the lanes j < n where m[j] is set; m is not read past n.
+    static V zero_where(V v, const bool* m, ptrdiff_t n) {
+        T t[W];
+        std::memcpy(t, &v, sizeof v);
+        for (int j = 0; j < W && j < n; ++j)
+            if (m[j]) t[j] = T(0);
+        std::memcpy(&v, t, sizeof v);
+        return v;
+    }
 };
 
 template <>

@@ -65,10 +65,14 @@ bool products_side_by_side(ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
            region_threads() > 1;
 }
 
-// dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) or null, dW is (D,M), db is (M,)
+// dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) or null, dW is (D,M), db is (M,); dx is
+// zeroed where dx_zero (N,D) is set, when that is not null
 template <class G, class T, class TX>
-void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    const auto dx_product = [&] { G::gemm(dx, dout, W, N, D, M, false, true, Epilogue<T>{}); };
+void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M,
+              const bool* dx_zero = nullptr) {
+    Epilogue<T> dx_ep;
+    dx_ep.zero_mask = dx_zero;
+    const auto dx_product = [&] { G::gemm(dx, dout, W, N, D, M, false, true, dx_ep); };
     const auto dW_product = [&] { G::gemm(dW, x, dout, D, M, N, true, false, Epilogue<T>{}); };
     if (dx && G::side_by_side && products_side_by_side(N, D, M)) {
         // The caller asks for a chunk first and so nearly always runs chunk 0: dW then sits in
@@ -111,6 +115,11 @@ void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const 
                          ptrdiff_t M) {
     backward<Ref>(dx, dW, db, dout, x, W, N, D, M);
 }
+template <class T>
+void affine_relu_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const bool* relu_mask, const T* W,
+                          ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
+    backward<Fast>(dx, dW, db, dout, x, W, N, D, M, relu_mask);
+}
 
 #define BPFAST_INSTANTIATE(T, TX)                                                                                 \
     template void affine_forward<T, TX>(T*, const TX*, const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t);       \
@@ -127,5 +136,9 @@ BPFAST_INSTANTIATE(float, float)
 BPFAST_INSTANTIATE(double, double)
 BPFAST_INSTANTIATE(double, float)
 #undef BPFAST_INSTANTIATE
+template void affine_relu_backward<float>(float*, float*, float*, const float*, const float*, const bool*,
+                                          const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+template void affine_relu_backward<double>(double*, double*, double*, const double*, const double*, const bool*,
+                                           const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 
 }  // namespace bpfast

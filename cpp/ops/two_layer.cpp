@@ -20,15 +20,14 @@ double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std:
     affine_forward<T>(out.dy, out.h, W2, b2, N, H, C);
     const double loss = labels ? softmax_xent_forward<T>(out.y, out.dy, labels, N, C)
                                : softmax_xent_forward_onehot<T>(out.y, out.dy, t_onehot, N, C);
-    // Backward: dy = (y - t) / N; Affine2 gives dW2, db2 and dh = dy·W2^T; Relu zeroes dh
-    // where masked; Affine1 gives dW1, db1 (its dx is skipped).
+    // Backward: dy = (y - t) / N; Affine2 gives dW2, db2 and dh = dy·W2^T, which the Relu's
+    // backward zeroes where masked as it is stored; Affine1 gives dW1, db1 (its dx is skipped).
     if (labels) {
         softmax_xent_backward<T>(out.dy, out.y, labels, N, C);
     } else {
         softmax_xent_backward_onehot<T>(out.dy, out.y, t_onehot, N, C);
     }
-    affine_backward<T>(out.dh, out.dW2, out.db2, out.dy, out.h, W2, N, H, C);
-    relu_backward<T>(out.dh, out.mask, N * H);
+    affine_relu_backward<T>(out.dh, out.dW2, out.db2, out.dy, out.h, out.mask, W2, N, H, C);
     affine_backward<T, TX>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H);
     return loss;
 }

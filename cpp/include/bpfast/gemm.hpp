@@ -8,8 +8,9 @@
 //   Transposes are read in place by the packing routines, never materialised.
 // - C is overwritten (beta = 0): C = op(A)·op(B); then, in the same pass over C, the epilogue:
 //   C += bias (a row (N,) added to every row) when ep.bias is set; when ep.relu, mask = C <= 0
-//   (NaN is not masked) is written to ep.mask (M,N) if that is not null, and C = mask ? 0 : C.
-//   K = 0 gives C = epilogue(0). C must not alias A, B, bias or mask.
+//   (NaN is not masked) is written to ep.mask (M,N) if that is not null, and C = mask ? 0 : C;
+//   then C = 0 where ep.zero_mask (M,N) is set, when that is not null (the ReLU backward).
+//   K = 0 gives C = epilogue(0). C must not alias A, B, bias, mask or zero_mask.
 // - Results do not depend on the thread count (K is blocked by the shape only; threads split
 //   M and N). Small problems run on the calling thread.
 // - Thread safety: reentrant; may be called from any thread (a call made while another thread's
@@ -27,6 +28,9 @@ struct Epilogue {
     const T* bias = nullptr;  // (N,), added to every row; null: none
     bool relu = false;        // C = max-like ReLU: C = (C <= 0) ? 0 : C, NaN kept
     bool* mask = nullptr;     // (M,N) row-major, written when relu (mask = C <= 0); may be null
+    // (M,N) row-major, read: C = 0 where set, last (dx of an Affine whose input came out of a
+    // ReLU: that ReLU's backward, dout[mask] = 0, in the same pass); null: none
+    const bool* zero_mask = nullptr;
 };
 
 // The old call form (bias only): C = op(A)·op(B) + bias.

@@ -40,6 +40,12 @@ void affine_backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W
 template <class T, class TX = T>
 void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
                          ptrdiff_t M);
+// affine_backward where x came out of a ReLU with mask relu_mask (N,D), and that ReLU's backward
+// too: dx = dout·W^T, then dx = 0 where relu_mask, in the GEMM's epilogue (one pass over dx;
+// the same values as affine_backward then relu_backward). dx is not null. The one-call step's.
+template <class T>
+void affine_relu_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const bool* relu_mask, const T* W,
+                          ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
 
 // The elementwise and row-wise kernels run the active path's vector kernels (ops_dispatch.hpp),
 // on the thread pool for large inputs; results never depend on the thread count. Each has a
