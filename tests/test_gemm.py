@@ -1,7 +1,7 @@
 """The compiled GEMM: every kernel path x dtype (float32, float64, float32 A with float64 B) x
 transpose flags x awkward sizes, against the _ref twin and NumPy; the fused epilogues (bias,
-ReLU with its mask, the zero mask of a ReLU backward), thread-count independence, the Affine kernels built on it, and the SciPy
-BLAS escape hatch."""
+ReLU with its mask, the zero mask of a ReLU backward), thread-count independence, the Affine
+kernels built on it, and the SciPy BLAS escape hatch."""
 
 from __future__ import annotations
 
