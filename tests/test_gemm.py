@@ -115,6 +115,49 @@ def test_zero_mask_epilogue(cpu_path, kind, trans_a, trans_b):
                                       np.where(zero, 0, ref_plain))
 
 
+@pytest.mark.parametrize("trans_a", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_update_epilogue(cpu_path, kind, trans_a):
+    """update -= rate * C after the rest of the epilogue, rounded as NumPy's `w -= rate * c` (the
+    product to C's dtype, then the difference): bit for bit, on every block edge."""
+    for M, N, K in SHAPES:
+        a, b, bias = operands(kind, M, N, K, trans_a, False, seed=M + 3 * N + K)
+        rng = np.random.default_rng(M + N * K)
+        zero = rng.random((M, N)) < 0.3
+        out, mask = _core._gemm(a, b, bias, trans_a, relu=True, zero_mask=zero)
+        for gemm in (_core._gemm, _core._ref.gemm):
+            w = rng.standard_normal((M, N)).astype(b.dtype)
+            before = w.copy()
+            out2, mask2 = gemm(a, b, bias, trans_a, relu=True, zero_mask=zero, update=w, update_rate=0.37)
+            np.testing.assert_array_equal(w, before - b.dtype.type(0.37) * out2)
+            if gemm is _core._gemm:  # the update leaves the product as it was
+                np.testing.assert_array_equal(out2, out)
+                np.testing.assert_array_equal(mask2, mask)
+
+
+def test_update_is_checked():
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match="update has shape"):
+        _core._gemm(a, b, update=np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="update must be a writable, aligned, C-contiguous float32 array"):
+        _core._gemm(a, b, update=np.zeros((4, 5), np.float64))
+    with pytest.raises(ValueError, match="writable"):
+        _core._gemm(a, b, update=np.zeros((5, 4), np.float32).T)
+    frozen = np.zeros((4, 5), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        _core._gemm(a, b, update=frozen)
+    with pytest.raises(TypeError, match="update must be a NumPy array"):
+        _core._gemm(a, b, update=[[0.0] * 5] * 4)
+    both = np.zeros((4, 8), np.float32)  # a and update in one buffer
+    with pytest.raises(ValueError, match="update shares memory with an operand"):
+        _core._gemm(both[:, :3], b, update=np.ascontiguousarray(both).reshape(-1)[:20].reshape(4, 5))
+    square = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="update shares memory with an operand"):
+        _core._gemm(square, square, update=square)
+    assert np.all(square == 1)
+
+
 def test_zero_mask_is_checked():
     a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
     with pytest.raises(ValueError, match="zero_mask has shape"):
@@ -232,6 +275,9 @@ def test_scipy_blas_hatch():
                         zero = np.arange(M * N).reshape(M, N) % 3 == 0
                         np.testing.assert_array_equal(_core._gemm(a, b, bias, trans_a, trans_b, zero_mask=zero),
                                                       np.where(zero, 0, plain))
+                        w = np.ones((M, N), b.dtype)
+                        _core._gemm(a, b, bias, trans_a, trans_b, update=w, update_rate=0.5)
+                        np.testing.assert_array_equal(w, 1 - b.dtype.type(0.5) * plain)
     finally:
         assert _blas.use_scipy_blas(False) == "bpfast"
     assert _core.info()["gemm"] == "bpfast"

@@ -75,6 +75,31 @@ py::array_t<T> contiguous(const py::array& a) {
                                                       py::arg("order") = "C", py::arg("copy") = true);
 }
 
+// An array updated in place: dtype T, aligned, C-contiguous and writable.
+template <class T>
+T* writable_param(const char* fn, const char* name, py::array& p) {
+    if (!py::isinstance<py::array_t<T>>(p) || !is_c_aligned(p) || !p.writeable())
+        throw py::value_error(std::string(fn) + ": " + name + " must be a writable, aligned, C-contiguous " +
+                              py::str(py::dtype::of<T>()).cast<std::string>() + " array to be updated in place");
+    return static_cast<T*>(p.mutable_data());
+}
+
+// Whether the bytes of two arrays' extents (first to last element) overlap.
+inline bool overlaps(const py::array& a, const py::array& b) {
+    if (a.size() == 0 || b.size() == 0) return false;
+    const auto extent = [](const py::array& x) {
+        auto lo = reinterpret_cast<std::uintptr_t>(x.data()), hi = lo + std::uintptr_t(x.itemsize());
+        for (py::ssize_t d = 0; d < x.ndim(); ++d) {
+            const py::ssize_t step = x.strides(d) * (x.shape(d) - 1);
+            (step < 0 ? lo : hi) += std::uintptr_t(step);  // unsigned: a negative step moves lo down
+        }
+        return std::pair<std::uintptr_t, std::uintptr_t>(lo, hi);
+    };
+    const auto [a_lo, a_hi] = extent(a);
+    const auto [b_lo, b_hi] = extent(b);
+    return a_lo < b_hi && b_lo < a_hi;
+}
+
 // What prefetch_for_write is told about a parameter the caller may update in place next: its
 // bytes when the kernel used the caller's own writable array (`used` is contiguous(param)) on
 // more than one thread, else 0 (a copy, or a read-only array, is not what the caller writes; on

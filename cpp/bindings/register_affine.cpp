@@ -128,9 +128,11 @@ void call_gemm(bool ref, T* C, const TA* A, const T* B, ssize M, ssize N, ssize 
 }
 
 // _gemm: op(a) is (M,K), op(b) is (K,N), bias is (N,) or None; returns op(a)·op(b) + bias, (M,N),
-// or (relu(that), mask) when relu; zeroed where zero_mask (bool (M,N) or None) is set
+// or (relu(that), mask) when relu; zeroed where zero_mask (bool (M,N) or None) is set; then
+// update (M,N) -= update_rate * result, in place, when update is not None
 py::object gemm_py(const py::array& a, const py::array& b, const py::object& bias_obj, bool trans_a, bool trans_b,
-                   bool relu, const py::object& zero_mask_obj, bool ref) {
+                   bool relu, const py::object& zero_mask_obj, const py::object& update_obj, double update_rate,
+                   bool ref) {
     const char* fn = "gemm";
     std::vector<Arg> rest{{"b", b}};
     const bool has_bias = !bias_obj.is_none();
@@ -138,6 +140,10 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
     if (has_bias) rest.push_back({"bias", bias});
     const bool has_zero_mask = !zero_mask_obj.is_none();
     const py::array zero_mask = has_zero_mask ? py::array::ensure(zero_mask_obj) : py::array();
+    const bool has_update = !update_obj.is_none();
+    if (has_update && !py::isinstance<py::array>(update_obj))
+        throw py::type_error(std::string(fn) + ": update must be a NumPy array, updated in place");
+    py::array update = has_update ? py::reinterpret_borrow<py::array>(update_obj) : py::array();
     return with_affine_dtypes(fn, {"a", a}, rest, [&](auto tag, auto atag) -> py::object {
         using T = decltype(tag);
         using TA = decltype(atag);
@@ -151,6 +157,15 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
             expect_bool(fn, {"zero_mask", zero_mask});
             if (zero_mask.ndim() != 2 || zero_mask.shape(0) != M || zero_mask.shape(1) != N)
                 shape_error(fn, {"a", a}, {"zero_mask", zero_mask});
+        }
+        T* pupdate = nullptr;
+        if (has_update) {
+            pupdate = writable_param<T>(fn, "update", update);
+            if (update.ndim() != 2 || update.shape(0) != M || update.shape(1) != N)
+                shape_error(fn, {"a", a}, {"update", update});
+            if (overlaps(update, a) || overlaps(update, b) || (has_bias && overlaps(update, bias)) ||
+                (has_zero_mask && overlaps(update, zero_mask)))
+                throw py::value_error(std::string(fn) + ": update shares memory with an operand");
         }
         py::array_t<T> out({M, N});  // first: an impossible output fails before any input is copied
         auto ac = contiguous<TA>(a);
@@ -167,6 +182,8 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
             zero_maskc = contiguous<bool>(zero_mask);
             ep.zero_mask = zero_maskc.data();
         }
+        ep.update = pupdate;
+        ep.update_rate = static_cast<T>(update_rate);
         ep.relu = relu;
         if (relu) {
             py::array_t<bool> m({M, N});
@@ -210,11 +227,15 @@ void register_gemm_and_affine(py::module_& m, bool ref) {
     m.def(
         ref ? "gemm" : "_gemm",
         [ref](const py::array& a, const py::array& b, const py::object& bias, bool trans_a, bool trans_b, bool relu,
-              const py::object& zero_mask) { return gemm_py(a, b, bias, trans_a, trans_b, relu, zero_mask, ref); },
+              const py::object& zero_mask, const py::object& update, double update_rate) {
+            return gemm_py(a, b, bias, trans_a, trans_b, relu, zero_mask, update, update_rate, ref);
+        },
         py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("relu") = false, py::arg("zero_mask") = py::none(),
+        py::arg("update") = py::none(), py::arg("update_rate") = 0.0,
         "op(a) is (M,K), op(b) is (K,N); returns op(a)·op(b) (+ bias), (M,N); with relu, (out, mask); then 0 "
-        "where zero_mask (bool, (M,N)) is set. a may be float32 with b, bias float64.");
+        "where zero_mask (bool, (M,N)) is set; then update -= update_rate * out in place (update: (M,N), C's "
+        "dtype). a may be float32 with b, bias float64.");
 }
 
 }  // namespace

@@ -47,15 +47,6 @@ Shapes check_shapes(const char* fn, const py::array& x, const py::array& t, cons
     return s;
 }
 
-// A parameter updated in place: dtype T, aligned, C-contiguous and writable.
-template <class T>
-T* writable_param(const char* fn, const char* name, py::array& p) {
-    if (!py::isinstance<py::array_t<T>>(p) || !is_c_aligned(p) || !p.writeable())
-        throw py::value_error(std::string(fn) + ": " + name +
-                              " must be a writable, aligned, C-contiguous array of the net's dtype to be updated in place");
-    return static_cast<T*>(p.mutable_data());
-}
-
 // The step for parameters of type T and data of type TX (T, or float with T = double).
 template <class T, class TX>
 py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py::array& t, py::array& W1,
@@ -89,11 +80,14 @@ py::tuple run_step(const char* fn, const Shapes& s, const py::array& x, const py
     // taken for writing after the gradient. With lr, the update here is split across the pool.
     const ssize W1_bytes = lr ? 0 : bytes_updatable_in_place(W1, W1c);
     const ssize W2_bytes = lr ? 0 : bytes_updatable_in_place(W2, W2c);
+    // W1's step runs as dW1 is stored, unless x is (part of) W1: dW1 = x^T·dh reads x until the
+    // product is done. W2's stays a pass of its own: dh = dy·W2^T may read W2 beside dW2.
+    T* W1_fused = params[0] && !overlaps(xc, W1) ? params[0] : nullptr;
     double loss = 0;
     without_gil([&] {
-        loss = two_layer_gradient<T, TX>(out, px, pl, pt, pW1, pb1, pW2, pb2, s.N, s.D, s.H, s.C);
+        loss = two_layer_gradient<T, TX>(out, px, pl, pt, pW1, pb1, pW2, pb2, s.N, s.D, s.H, s.C, W1_fused, rate);
         if (params[0]) {
-            sgd_update<T>(params[0], out.dW1, rate, s.D * s.H);
+            if (!W1_fused) sgd_update<T>(params[0], out.dW1, rate, s.D * s.H);
             sgd_update<T>(params[1], out.db1, rate, s.H);
             sgd_update<T>(params[2], out.dW2, rate, s.H * s.C);
             sgd_update<T>(params[3], out.db2, rate, s.C);

@@ -18,7 +18,7 @@ std::atomic<BlasDgemm> blas_d{nullptr};
 
 template <class T>
 void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
-    if (!ep.bias && !ep.relu && !ep.zero_mask) return;
+    if (!ep.bias && !ep.relu && !ep.zero_mask && !ep.update) return;
     for (std::ptrdiff_t i = 0; i < M; ++i)
         for (std::ptrdiff_t j = 0; j < N; ++j) {
             T v = C[i * N + j];
@@ -30,6 +30,10 @@ void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>&
             }
             if (ep.zero_mask && ep.zero_mask[i * N + j]) v = T(0);
             C[i * N + j] = v;
+            if (ep.update) {
+                const T step = ep.update_rate * v;  // baseline flags: never fused into the difference
+                ep.update[i * N + j] = ep.update[i * N + j] - step;
+            }
         }
 }
 

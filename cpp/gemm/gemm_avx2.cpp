@@ -30,6 +30,10 @@ struct Simd<float> {
     static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
     static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static void prefetch_for_write(const float* p) { __builtin_prefetch(p, 1, 3); }
     static V load_n(const float* p, ptrdiff_t n) {
         alignas(32) float t[W] = {};
         std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(float));
@@ -85,6 +89,10 @@ struct Simd<double> {
     static V bcast(const float* p) { return _mm256_set1_pd(static_cast<double>(*p)); }
     static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm256_add_pd(a, b); }
+    static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+    static V set1(double x) { return _mm256_set1_pd(x); }
+    static void prefetch_for_write(const double* p) { __builtin_prefetch(p, 1, 3); }
     static V load_n(const double* p, ptrdiff_t n) {
         alignas(32) double t[W] = {};
         std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(double));

@@ -28,6 +28,10 @@ struct Simd<float> {
     static V bcast(const float* p) { return _mm512_set1_ps(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static void prefetch_for_write(const float* p) { __asm__ volatile("prefetchw (%0)" : : "r"(p)); }
     static V load_n(const float* p, ptrdiff_t n) { return _mm512_maskz_loadu_ps(first_n16(n), p); }
     static void store_n(float* p, V v, ptrdiff_t n) { _mm512_mask_storeu_ps(p, first_n16(n), v); }
     // r[i] lane j <-> r[j] lane i: 32-bit, then 64-bit interleaves, then two rounds of 128-bit
@@ -88,6 +92,10 @@ struct Simd<double> {
     static V bcast(const float* p) { return _mm512_set1_pd(static_cast<double>(*p)); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm512_add_pd(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+    static V set1(double x) { return _mm512_set1_pd(x); }
+    static void prefetch_for_write(const double* p) { __asm__ volatile("prefetchw (%0)" : : "r"(p)); }
     static V load_n(const double* p, ptrdiff_t n) {
         return _mm512_maskz_loadu_pd(static_cast<__mmask8>(first_n16(n)), p);
     }

@@ -61,8 +61,8 @@ struct Scratch {
 };
 
 // How a microkernel stores its tile: overwrite (first K block) or add to C; on the last K block
-// add bias, apply the ReLU writing its mask, then zero where zero is set. bias, mask and zero
-// point at the tile's column 0; mask and zero rows are ldm apart.
+// add bias, apply the ReLU writing its mask, zero where zero is set, then update -= rate * C.
+// bias, mask, zero and update point at the tile's column 0; their rows are ldm apart.
 template <class T>
 struct TileStore {
     bool first, last;
@@ -70,8 +70,25 @@ struct TileStore {
     bool relu;
     bool* mask;
     const bool* zero;
+    T* update;
+    T rate;
     ptrdiff_t ldm;
 };
+
+// x as computed, never fused with the operation that uses it: the ISA translation units compile
+// with -ffp-contract=fast, and the SGD step must round rate * g before the difference. The empty
+// asm keeps x in a register (through memory, the step's epilogue cost 10 us of step B's 120).
+template <class X>
+inline X rounded(X x) {
+#if defined(__AVX512F__)
+    __asm__("" : "+v"(x));
+#elif defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(x));
+#else
+    __asm__("" : "+m"(x));
+#endif
+    return x;
+}
 
 // The first n elements at p as a vector, zeros past them (n may be <= 0 or more than a vector).
 template <class T>
@@ -127,6 +144,15 @@ __attribute__((always_inline)) inline void store_tile(T* c, ptrdiff_t ldc, const
                 if (st.bias) v = S::add(v, full ? S::loadu(st.bias + j * W) : S::load_n(st.bias + j * W, nj));
                 if (st.relu) v = S::relu(v, st.mask ? st.mask + i * st.ldm + j * W : nullptr, nj);
                 if (st.zero) v = S::zero_where(v, st.zero + i * st.ldm + j * W, nj);
+                if (st.update) {
+                    T* u = st.update + i * st.ldm + j * W;
+                    const V step = rounded(S::mul(S::set1(st.rate), v));
+                    const V w = S::sub(full ? S::loadu(u) : S::load_n(u, nj), step);
+                    if (full)
+                        S::storeu(u, w);
+                    else
+                        S::store_n(u, w, nj);
+                }
             }
             if (full)
                 S::storeu(p, v);
@@ -152,6 +178,12 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     for (int i = 0; i < RM; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < NVC; ++j) acc[i][j] = S::zero();
+    if (st.last && st.update) {  // its lines may sit in the other core's cache: fetched while the tile runs
+#pragma GCC unroll 16
+        for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < NVC; ++j) S::prefetch_for_write(st.update + i * st.ldm + j * W);
+    }
     const bool prefetch_b = BR == kBPacked || bks * ptrdiff_t(sizeof(T)) >= kBInPlacePrefetchStrideBytes;
     const ptrdiff_t b_row = BR == kBPacked ? ptrdiff_t(NRP) : bks;
 #pragma GCC unroll 2
@@ -181,7 +213,7 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     }
     // A tile with an epilogue stores through a loop of its own: the plain store then tests
     // nothing per vector (three per-vector tests cost 0.5 us of 3 on a 100x50x10 product).
-    if (st.last && (st.bias || st.relu || st.zero))
+    if (st.last && (st.bias || st.relu || st.zero || st.update))
         store_tile<T, RM, NVC, true>(c, ldc, acc, n, st);
     else
         store_tile<T, RM, NVC, false>(c, ldc, acc, n, st);
@@ -221,6 +253,10 @@ inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore
         if (st.zero && st.zero[i * st.ldm + j]) v = T(0);
     }
     *p = v;
+    if (st.last && st.update) {
+        T& u = st.update[i * st.ldm + j];
+        u = u - rounded(st.rate * v);
+    }
 }
 
 // A panel's last few columns, r <= W/4 of them past its full vectors (50 = 3*16 + 2 columns):
@@ -325,6 +361,7 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
             TileStore<T> rows = st;
             if (rows.mask) rows.mask += i * st.ldm;
             if (rows.zero) rows.zero += i * st.ldm;
+            if (rows.update) rows.update += i * st.ldm;
             T* ci = c + i * ldc;
             const T* ai = a + i * lda;
             const int left = m - i;
@@ -463,7 +500,9 @@ void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
         for (ptrdiff_t j = 0; j < N; ++j) {
             const T v = ep.bias ? ep.bias[j] : T(0);
             const T r = ep.relu ? relu_scalar(v, ep.mask ? ep.mask + i * N + j : nullptr) : v;
-            C[i * N + j] = ep.zero_mask && ep.zero_mask[i * N + j] ? T(0) : r;
+            const T c = ep.zero_mask && ep.zero_mask[i * N + j] ? T(0) : r;
+            C[i * N + j] = c;
+            if (ep.update) ep.update[i * N + j] = ep.update[i * N + j] - rounded(ep.update_rate * c);
         }
 }
 
@@ -531,8 +570,15 @@ void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_
     // op(B)^T (N,K) is B as stored when trans_b, else B read transposed
     gemm_blocked<T, B, T>(ct, Bm, A, N, M, K, !trans_b, false, Epilogue<T>{});
     for (ptrdiff_t i = 0; i < M; ++i) {
-        const TileStore<T> st{true, true, ep.bias, ep.relu, ep.mask ? ep.mask + i * N : nullptr,
-                              ep.zero_mask ? ep.zero_mask + i * N : nullptr, N};
+        const TileStore<T> st{true,
+                              true,
+                              ep.bias,
+                              ep.relu,
+                              ep.mask ? ep.mask + i * N : nullptr,
+                              ep.zero_mask ? ep.zero_mask + i * N : nullptr,
+                              ep.update ? ep.update + i * N : nullptr,
+                              ep.update_rate,
+                              N};
         for (ptrdiff_t j = 0; j < N; ++j) store_scalar(C + i * N, N, 0, static_cast<int>(j), ct[j * M + i], st);
     }
 }
@@ -694,12 +740,14 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
-                            TileStore<T> st{kb == 0, last, nullptr, false, nullptr, nullptr, N};
+                            TileStore<T> st{kb == 0, last, nullptr, false, nullptr, nullptr, nullptr, T(0), N};
                             if (last) {
                                 st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
                                 st.relu = ep.relu;
                                 st.mask = ep.mask ? ep.mask + (ic + ir) * N + jc + jr : nullptr;
                                 st.zero = ep.zero_mask ? ep.zero_mask + (ic + ir) * N + jc + jr : nullptr;
+                                st.update = ep.update ? ep.update + (ic + ir) * N + jc + jr : nullptr;
+                                st.rate = ep.update_rate;
                             }
                             T* cp = C + (ic + ir) * ldc + jc + jr;
                             // The few columns past the last panel's full vectors go to dot_edge, or
@@ -733,6 +781,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 if (est.bias) est.bias += j0;
                                 if (est.mask) est.mask += j0;
                                 if (est.zero) est.zero += j0;
+                                if (est.update) est.update += j0;
                                 if (dot_edge_on)
                                     dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, arows + ir * arows_ld, arows_ld,
                                                           bt + pc, K, kc, est);

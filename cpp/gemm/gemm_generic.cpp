@@ -27,6 +27,10 @@ struct GenericSimd {
         return c + a * b;
     }
     static V add(V a, V b) { return a + b; }
+    static V sub(V a, V b) { return a - b; }
+    static V mul(V a, V b) { return a * b; }
+    static V set1(T x) { return V{} + x; }
+    static void prefetch_for_write(const T* p) { __builtin_prefetch(p, 1, 3); }
     static V load_n(const T* p, ptrdiff_t n) {
         V v = V{};
         std::memcpy(&v, p, static_cast<std::size_t>(n) * sizeof(T));

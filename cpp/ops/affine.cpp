@@ -65,15 +65,17 @@ bool products_side_by_side(ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
            region_threads() > 1;
 }
 
-// dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) or null, dW is (D,M), db is (M,); dx is
-// zeroed where dx_zero (N,D) is set, when that is not null
+// dout is (N,M), x is (N,D), W is (D,M); dx is (N,D) or null, dW is (D,M), db is (M,); fuse
+// as affine_backward_fused
 template <class G, class T, class TX>
 void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D, ptrdiff_t M,
-              const bool* dx_zero = nullptr) {
-    Epilogue<T> dx_ep;
-    dx_ep.zero_mask = dx_zero;
+              const AffineBackwardFusion<T>& fuse = {}) {
+    Epilogue<T> dx_ep, dW_ep;
+    dx_ep.zero_mask = fuse.dx_relu_mask;
+    dW_ep.update = fuse.W_update;
+    dW_ep.update_rate = fuse.rate;
     const auto dx_product = [&] { G::gemm(dx, dout, W, N, D, M, false, true, dx_ep); };
-    const auto dW_product = [&] { G::gemm(dW, x, dout, D, M, N, true, false, Epilogue<T>{}); };
+    const auto dW_product = [&] { G::gemm(dW, x, dout, D, M, N, true, false, dW_ep); };
     if (dx && G::side_by_side && products_side_by_side(N, D, M)) {
         // The caller asks for a chunk first and so nearly always runs chunk 0: dW then sits in
         // its cache for the update that follows.
@@ -115,10 +117,10 @@ void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const 
                          ptrdiff_t M) {
     backward<Ref>(dx, dW, db, dout, x, W, N, D, M);
 }
-template <class T>
-void affine_relu_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const bool* relu_mask, const T* W,
-                          ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
-    backward<Fast>(dx, dW, db, dout, x, W, N, D, M, relu_mask);
+template <class T, class TX>
+void affine_backward_fused(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                           ptrdiff_t M, const AffineBackwardFusion<T>& fuse) {
+    backward<Fast>(dx, dW, db, dout, x, W, N, D, M, fuse);
 }
 
 #define BPFAST_INSTANTIATE(T, TX)                                                                                 \
@@ -131,14 +133,12 @@ void affine_relu_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const 
     template void affine_backward<T, TX>(T*, T*, T*, const T*, const TX*, const T*, ptrdiff_t, ptrdiff_t,          \
                                          ptrdiff_t);                                                              \
     template void affine_backward_ref<T, TX>(T*, T*, T*, const T*, const TX*, const T*, ptrdiff_t, ptrdiff_t,      \
-                                             ptrdiff_t);
+                                             ptrdiff_t);                                                          \
+    template void affine_backward_fused<T, TX>(T*, T*, T*, const T*, const TX*, const T*, ptrdiff_t, ptrdiff_t,    \
+                                               ptrdiff_t, const AffineBackwardFusion<T>&);
 BPFAST_INSTANTIATE(float, float)
 BPFAST_INSTANTIATE(double, double)
 BPFAST_INSTANTIATE(double, float)
 #undef BPFAST_INSTANTIATE
-template void affine_relu_backward<float>(float*, float*, float*, const float*, const float*, const bool*,
-                                          const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-template void affine_relu_backward<double>(double*, double*, double*, const double*, const double*, const bool*,
-                                           const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 
 }  // namespace bpfast

@@ -13,7 +13,7 @@ namespace bpfast {
 template <class T, class TX>
 double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std::int64_t* labels, const T* t_onehot,
                           const T* W1, const T* b1, const T* W2, const T* b2, ptrdiff_t N, ptrdiff_t D, ptrdiff_t H,
-                          ptrdiff_t C) {
+                          ptrdiff_t C, T* W1_update, T rate) {
     // Forward: h = relu(x·W1 + b1) and its mask, the ReLU fused into the GEMM's epilogue.
     affine_relu_forward<T, TX>(out.h, out.mask, x, W1, b1, N, D, H);
     // a2 = h·W2 + b2 (in dy), y = softmax(a2), the loss.
@@ -21,14 +21,20 @@ double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std:
     const double loss = labels ? softmax_xent_forward<T>(out.y, out.dy, labels, N, C)
                                : softmax_xent_forward_onehot<T>(out.y, out.dy, t_onehot, N, C);
     // Backward: dy = (y - t) / N; Affine2 gives dW2, db2 and dh = dy·W2^T, which the Relu's
-    // backward zeroes where masked as it is stored; Affine1 gives dW1, db1 (its dx is skipped).
+    // backward zeroes where masked as it is stored; Affine1 gives dW1, db1 (its dx is skipped;
+    // W1's SGD step, when asked for, as dW1 is stored).
     if (labels) {
         softmax_xent_backward<T>(out.dy, out.y, labels, N, C);
     } else {
         softmax_xent_backward_onehot<T>(out.dy, out.y, t_onehot, N, C);
     }
-    affine_relu_backward<T>(out.dh, out.dW2, out.db2, out.dy, out.h, out.mask, W2, N, H, C);
-    affine_backward<T, TX>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H);
+    AffineBackwardFusion<T> through_relu;
+    through_relu.dx_relu_mask = out.mask;
+    affine_backward_fused<T>(out.dh, out.dW2, out.db2, out.dy, out.h, W2, N, H, C, through_relu);
+    AffineBackwardFusion<T> sgd_step;
+    sgd_step.W_update = W1_update;
+    sgd_step.rate = rate;
+    affine_backward_fused<T, TX>(nullptr, out.dW1, out.db1, out.dh, x, W1, N, D, H, sgd_step);
     return loss;
 }
 
@@ -54,7 +60,7 @@ void sgd_update(T* param, const T* grad, T lr, ptrdiff_t n) {
 #define BPFAST_INSTANTIATE(T, TX)                                                                              \
     template double two_layer_gradient<T, TX>(const TwoLayerOutputs<T>&, const TX*, const std::int64_t*,       \
                                               const T*, const T*, const T*, const T*, const T*, ptrdiff_t,     \
-                                              ptrdiff_t, ptrdiff_t, ptrdiff_t);
+                                              ptrdiff_t, ptrdiff_t, ptrdiff_t, T*, T);
 BPFAST_INSTANTIATE(float, float)
 BPFAST_INSTANTIATE(double, double)
 BPFAST_INSTANTIATE(double, float)

@@ -9,8 +9,10 @@
 // - C is overwritten (beta = 0): C = op(A)·op(B); then, in the same pass over C, the epilogue:
 //   C += bias (a row (N,) added to every row) when ep.bias is set; when ep.relu, mask = C <= 0
 //   (NaN is not masked) is written to ep.mask (M,N) if that is not null, and C = mask ? 0 : C;
-//   then C = 0 where ep.zero_mask (M,N) is set, when that is not null (the ReLU backward).
-//   K = 0 gives C = epilogue(0). C must not alias A, B, bias, mask or zero_mask.
+//   then C = 0 where ep.zero_mask (M,N) is set, when that is not null (the ReLU backward);
+//   then, when ep.update (M,N) is not null, update -= update_rate * C (an SGD step).
+//   K = 0 gives C = epilogue(0). C and update must not alias A, B, bias, mask,
+//   zero_mask or each other.
 // - Results do not depend on the thread count (K is blocked by the shape only; threads split
 //   M and N). Small problems run on the calling thread.
 // - Thread safety: reentrant; may be called from any thread (a call made while another thread's
@@ -31,6 +33,11 @@ struct Epilogue {
     // (M,N) row-major, read: C = 0 where set, last (dx of an Affine whose input came out of a
     // ReLU: that ReLU's backward, dout[mask] = 0, in the same pass); null: none
     const bool* zero_mask = nullptr;
+    // (M,N) row-major, updated after C is final: update -= update_rate * C (an SGD step on the
+    // weights C is the gradient of; the product rounded to T, then the difference, as a
+    // separate pass would); null: none
+    T* update = nullptr;
+    T update_rate = 0;
 };
 
 // The old call form (bias only): C = op(A)·op(B) + bias.

@@ -31,10 +31,12 @@ struct TwoLayerOutputs {
 // in [0,C) or, when labels is null, one-hot t (N,C). Affine -> Relu -> Affine ->
 // SoftmaxWithLoss forward and backward, skipping dx of the first layer; returns the loss.
 // TX is T, or float with T = double (float32 data, float64 weights: x widened in the GEMM).
+// With W1_update set (W1's own array, not overlapping x), also W1 -= rate * dW1 as dW1 is
+// stored: sgd_update's values, one pass fewer.
 template <class T, class TX = T>
 double two_layer_gradient(const TwoLayerOutputs<T>& out, const TX* x, const std::int64_t* labels, const T* t_onehot,
                           const T* W1, const T* b1, const T* W2, const T* b2, ptrdiff_t N, ptrdiff_t D, ptrdiff_t H,
-                          ptrdiff_t C);
+                          ptrdiff_t C, T* W1_update = nullptr, T rate = 0);
 
 // param and grad are (n,): param -= lr * grad, rounded as NumPy's `param -= lr * grad` is
 // (the product rounded to T, then the difference).

@@ -40,12 +40,20 @@ void affine_backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W
 template <class T, class TX = T>
 void affine_backward_ref(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
                          ptrdiff_t M);
-// affine_backward where x came out of a ReLU with mask relu_mask (N,D), and that ReLU's backward
-// too: dx = dout·W^T, then dx = 0 where relu_mask, in the GEMM's epilogue (one pass over dx;
-// the same values as affine_backward then relu_backward). dx is not null. The one-call step's.
+// What affine_backward_fused does besides affine_backward, each in the epilogue of the product
+// it follows (the one-call step's): the same values as the separate passes, one pass fewer.
 template <class T>
-void affine_relu_backward(T* dx, T* dW, T* db, const T* dout, const T* x, const bool* relu_mask, const T* W,
-                          ptrdiff_t N, ptrdiff_t D, ptrdiff_t M);
+struct AffineBackwardFusion {
+    // (N,D): x came out of a ReLU with this mask; dx = 0 where set (that ReLU's backward). Null: none.
+    const bool* dx_relu_mask = nullptr;
+    // (D,M): W_update -= rate * dW (an SGD step, rounded as sgd_update), as dW is stored. Must not
+    // overlap x or dout, nor W when dx is computed. Null: none.
+    T* W_update = nullptr;
+    T rate = 0;
+};
+template <class T, class TX = T>
+void affine_backward_fused(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdiff_t N, ptrdiff_t D,
+                           ptrdiff_t M, const AffineBackwardFusion<T>& fuse);
 
 // The elementwise and row-wise kernels run the active path's vector kernels (ops_dispatch.hpp),
 // on the thread pool for large inputs; results never depend on the thread count. Each has a
