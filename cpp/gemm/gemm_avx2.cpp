@@ -33,6 +33,7 @@ struct Simd<float> {
     static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
     static V set1(float x) { return _mm256_set1_ps(x); }
+    // A plain prefetch here (no -mprfchw: PREFETCHW is not assumed on every AVX2 CPU).
     static void prefetch_for_write(const float* p) { __builtin_prefetch(p, 1, 3); }
     static V load_n(const float* p, ptrdiff_t n) {
         alignas(32) float t[W] = {};

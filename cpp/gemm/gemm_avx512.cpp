@@ -31,6 +31,8 @@ struct Simd<float> {
     static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
     static V set1(float x) { return _mm512_set1_ps(x); }
+    // PREFETCHW: every AVX-512 CPU has it (Intel since Broadwell, AMD since K8); asm, since
+    // __builtin_prefetch emits it only under -mprfchw.
     static void prefetch_for_write(const float* p) { __asm__ volatile("prefetchw (%0)" : : "r"(p)); }
     static V load_n(const float* p, ptrdiff_t n) { return _mm512_maskz_loadu_ps(first_n16(n), p); }
     static void store_n(float* p, V v, ptrdiff_t n) { _mm512_mask_storeu_ps(p, first_n16(n), v); }

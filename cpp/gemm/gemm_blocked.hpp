@@ -1,6 +1,7 @@
 // The blocked GEMM driver (BLIS manner): pack op(B) into NR-wide panels and op(A) into
 // MR-tall panels, then run a register-blocked MR x NR microkernel over them; the last K block
-// applies the epilogue (bias, ReLU + mask, zero mask) as it stores, so C is written once per K block.
+// applies the epilogue (bias, ReLU + mask, zero mask, SGD update) as it stores, so C is written
+// once per K block.
 //
 // Included by exactly one translation unit per instruction set (gemm_<isa>.cpp), each compiled
 // with its own -m flags. The TU specialises Simd<float> and Simd<double> (its vector type and
@@ -76,8 +77,8 @@ struct TileStore {
 };
 
 // x as computed, never fused with the operation that uses it: the ISA translation units compile
-// with -ffp-contract=fast, and the SGD step must round rate * g before the difference. The empty
-// asm keeps x in a register (through memory, the step's epilogue cost 10 us of step B's 120).
+// with -ffp-contract=fast, and the SGD step must round rate * g before the difference (a build
+// without this fails the update tests). The empty asm leaves x in its register.
 template <class X>
 inline X rounded(X x) {
 #if defined(__AVX512F__)
@@ -178,7 +179,9 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     for (int i = 0; i < RM; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < NVC; ++j) acc[i][j] = S::zero();
-    if (st.last && st.update) {  // its lines may sit in the other core's cache: fetched while the tile runs
+    // The update's lines may sit in the other core's cache (both read W in the forward): asked
+    // for while the tile runs. Without this, step B lost 10 us of 120 to those stores.
+    if (st.last && st.update) {
 #pragma GCC unroll 16
         for (int i = 0; i < RM; ++i)
 #pragma GCC unroll 8
@@ -242,7 +245,8 @@ inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdi
 }
 
 // Element (i, j) of a tile as the microkernel's store leaves it: the sum v stored (first K block)
-// or added to C, then on the last K block the bias, the ReLU and the zero mask, in scalar form.
+// or added to C, then on the last K block the bias, the ReLU, the zero mask and the update, in
+// scalar form.
 template <class T>
 inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore<T>& st) {
     T* p = c + i * ldc + j;
