@@ -66,15 +66,18 @@ struct Scratch {
 // bias, mask, zero and update point at the tile's column 0; their rows are ldm apart.
 template <class T>
 struct TileStore {
-    bool first, last;
+    bool first, last, relu;
     const T* bias;
-    bool relu;
     bool* mask;
     const bool* zero;
     T* update;
     T rate;
     ptrdiff_t ldm;
 };
+// Under 64 bytes: GCC gives a 64-byte local of the AVX-512 unit 64-byte alignment and clears it
+// with one aligned vector store, which faults on ASan's use-after-return stack (its frames keep
+// 32-byte alignment only), so a sanitized build crashed in every product.
+static_assert(sizeof(TileStore<double>) < 64, "see above");
 
 // x as computed, never fused with the operation that uses it: the ISA translation units compile
 // with -ffp-contract=fast, and the SGD step must round rate * g before the difference (a build
@@ -123,44 +126,36 @@ enum BRead { kBPacked, kBInPlace, kBInPlaceEdge };
 constexpr ptrdiff_t kBPrefetchRows = 8;
 constexpr ptrdiff_t kBInPlacePrefetchStrideBytes = 2048;
 
-// A microkernel's accumulators stored into its tile of c as st says (the epilogue only when
-// EPILOGUE); lanes past n are dropped.
-template <class T, int RM, int NVC, bool EPILOGUE>
-__attribute__((always_inline)) inline void store_tile(T* c, ptrdiff_t ldc, const typename Simd<T>::V (&acc)[RM][NVC],
-                                                      ptrdiff_t n, const TileStore<T>& st) {
+// One vector of a microkernel's tile stored at p as st says (the epilogue only when EPILOGUE):
+// row i, vector j of the tile, nj columns left from it (lanes past nj are dropped). v comes by
+// value: an accumulator passed by reference would live in memory (and under ASan's
+// use-after-return checks, on a fake stack that does not keep a vector's 64-byte alignment).
+template <class T, bool EPILOGUE>
+__attribute__((always_inline)) inline void store_vector(T* p, typename Simd<T>::V v, ptrdiff_t nj, int i, int j,
+                                                        const TileStore<T>& st) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
-#pragma GCC unroll 16
-    for (int i = 0; i < RM; ++i) {
-#pragma GCC unroll 8
-        for (int j = 0; j < NVC; ++j) {
-            const ptrdiff_t nj = n - j * W;
-            if (nj <= 0) break;
-            T* p = c + i * ldc + j * W;
-            V v = acc[i][j];
-            const bool full = nj >= W;
-            if (!st.first) v = S::add(full ? S::loadu(p) : S::load_n(p, nj), v);
-            if constexpr (EPILOGUE) {
-                if (st.bias) v = S::add(v, full ? S::loadu(st.bias + j * W) : S::load_n(st.bias + j * W, nj));
-                if (st.relu) v = S::relu(v, st.mask ? st.mask + i * st.ldm + j * W : nullptr, nj);
-                if (st.zero) v = S::zero_where(v, st.zero + i * st.ldm + j * W, nj);
-                if (st.update) {
-                    T* u = st.update + i * st.ldm + j * W;
-                    const V step = rounded(S::mul(S::set1(st.rate), v));
-                    const V w = S::sub(full ? S::loadu(u) : S::load_n(u, nj), step);
-                    if (full)
-                        S::storeu(u, w);
-                    else
-                        S::store_n(u, w, nj);
-                }
-            }
+    const bool full = nj >= W;
+    if (!st.first) v = S::add(full ? S::loadu(p) : S::load_n(p, nj), v);
+    if constexpr (EPILOGUE) {
+        if (st.bias) v = S::add(v, full ? S::loadu(st.bias + j * W) : S::load_n(st.bias + j * W, nj));
+        if (st.relu) v = S::relu(v, st.mask ? st.mask + i * st.ldm + j * W : nullptr, nj);
+        if (st.zero) v = S::zero_where(v, st.zero + i * st.ldm + j * W, nj);
+        if (st.update) {
+            T* u = st.update + i * st.ldm + j * W;
+            const V step = rounded(S::mul(S::set1(st.rate), v));
+            const V w = S::sub(full ? S::loadu(u) : S::load_n(u, nj), step);
             if (full)
-                S::storeu(p, v);
+                S::storeu(u, w);
             else
-                S::store_n(p, v, nj);
+                S::store_n(u, w, nj);
         }
     }
+    if (full)
+        S::storeu(p, v);
+    else
+        S::store_n(p, v, nj);
 }
 
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
@@ -216,10 +211,23 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     }
     // A tile with an epilogue stores through a loop of its own: the plain store then tests
     // nothing per vector (three per-vector tests cost 0.5 us of 3 on a 100x50x10 product).
-    if (st.last && (st.bias || st.relu || st.zero || st.update))
-        store_tile<T, RM, NVC, true>(c, ldc, acc, n, st);
-    else
-        store_tile<T, RM, NVC, false>(c, ldc, acc, n, st);
+    if (st.last && (st.bias || st.relu || st.zero || st.update)) {
+#pragma GCC unroll 16
+        for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < NVC; ++j) {
+                if (n - j * W <= 0) break;
+                store_vector<T, true>(c + i * ldc + j * W, acc[i][j], n - j * W, i, j, st);
+            }
+    } else {
+#pragma GCC unroll 16
+        for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < NVC; ++j) {
+                if (n - j * W <= 0) break;
+                store_vector<T, false>(c + i * ldc + j * W, acc[i][j], n - j * W, i, j, st);
+            }
+    }
 }
 
 // microkernel<.., RM, NVC> for run-time m <= RM and NVC = ceil(n / W) <= NV.
@@ -576,8 +584,8 @@ void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_
     for (ptrdiff_t i = 0; i < M; ++i) {
         const TileStore<T> st{true,
                               true,
-                              ep.bias,
                               ep.relu,
+                              ep.bias,
                               ep.mask ? ep.mask + i * N : nullptr,
                               ep.zero_mask ? ep.zero_mask + i * N : nullptr,
                               ep.update ? ep.update + i * N : nullptr,
@@ -744,7 +752,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
-                            TileStore<T> st{kb == 0, last, nullptr, false, nullptr, nullptr, nullptr, T(0), N};
+                            TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
                             if (last) {
                                 st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
                                 st.relu = ep.relu;
