@@ -1,7 +1,7 @@
 """The compiled GEMM: every kernel path x dtype (float32, float64, float32 A with float64 B) x
 transpose flags x awkward sizes, against the _ref twin and NumPy; the fused epilogues (bias,
-ReLU with its mask, the zero mask of a ReLU backward), thread-count independence, the Affine
-kernels built on it, and the SciPy BLAS escape hatch."""
+ReLU with its mask, the zero mask of a ReLU backward, the SGD update), thread-count
+independence, the Affine kernels built on it, and the SciPy BLAS escape hatch."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_update_is_checked():
         _core._gemm(a, b, update=[[0.0] * 5] * 4)
     both = np.zeros((4, 8), np.float32)  # a and update in one buffer
     with pytest.raises(ValueError, match="update shares memory with an operand"):
-        _core._gemm(both[:, :3], b, update=np.ascontiguousarray(both).reshape(-1)[:20].reshape(4, 5))
+        _core._gemm(both[:, :3], b, update=both.reshape(-1)[:20].reshape(4, 5))
     square = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="update shares memory with an operand"):
         _core._gemm(square, square, update=square)
