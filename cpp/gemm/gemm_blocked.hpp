@@ -128,8 +128,8 @@ constexpr ptrdiff_t kBInPlacePrefetchStrideBytes = 2048;
 
 // One vector of a microkernel's tile stored at p as st says (the epilogue only when EPILOGUE):
 // row i, vector j of the tile, nj columns left from it (lanes past nj are dropped). v comes by
-// value: an accumulator passed by reference would live in memory (and under ASan's
-// use-after-return checks, on a fake stack that does not keep a vector's 64-byte alignment).
+// value, so the accumulators can stay in registers: passed by reference they would have to live
+// in memory (and, in the sanitized build, could meet the alignment trap noted at TileStore).
 template <class T, bool EPILOGUE>
 __attribute__((always_inline)) inline void store_vector(T* p, typename Simd<T>::V v, ptrdiff_t nj, int i, int j,
                                                         const TileStore<T>& st) {
