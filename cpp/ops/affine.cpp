@@ -5,18 +5,20 @@
 // inputs; reentrant. T is float or double; x may be float with T double (widened inside the
 // GEMM's packing). The matrix products go through bpfast::gemm (transposes read in place, bias
 // and ReLU fused in the epilogue); the _ref twins use bpfast::gemm_ref. db sums rows in order
-// 0..N-1 on the calling thread, so no result depends on the thread count. The two products of
+// 0..N-1 on the calling thread (the vector kernel of the active path, or the scalar loop below
+// in the _ref twins: the same bits), so no result depends on the thread count. The two products of
 // backward may run side by side, one per pool thread, each on one thread.
 #include "bpfast/gemm.hpp"
 #include "bpfast/ops.hpp"
+#include "bpfast/ops_dispatch.hpp"
 #include "bpfast/threads.hpp"
 
 namespace bpfast {
 namespace {
 
-// dout is (N,M), db is (M,)
+// dout is (N,M), db is (M,): the _ref twins' column sums
 template <class T>
-void column_sums(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
+void column_sums_ref(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
     for (ptrdiff_t j = 0; j < M; ++j) db[j] = 0;
     for (ptrdiff_t i = 0; i < N; ++i)
         for (ptrdiff_t j = 0; j < M; ++j) db[j] += dout[i * M + j];
@@ -29,6 +31,10 @@ struct Fast {
                      const Epilogue<T>& ep) {
         bpfast::gemm(C, A, B, M, N, K, ta, tb, ep);
     }
+    template <class T>
+    static void column_sums(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
+        ops_kernels<T>().column_sums(db, dout, N, M);
+    }
 };
 struct Ref {
     static constexpr bool side_by_side = false;
@@ -36,6 +42,10 @@ struct Ref {
     static void gemm(T* C, const TA* A, const T* B, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool ta, bool tb,
                      const Epilogue<T>& ep) {
         bpfast::gemm_ref(C, A, B, M, N, K, ta, tb, ep);
+    }
+    template <class T>
+    static void column_sums(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
+        column_sums_ref(db, dout, N, M);
     }
 };
 
@@ -55,10 +65,12 @@ void forward(T* out, bool* mask, bool relu, const TX* x, const T* W, const T* b,
 // side, one per thread, beats splitting each across the threads: 1.05-1.30x on the book's and
 // step C's shapes (100x784x50, 100x784x10, 256x784x100, 1024x784x1024). With dx's output 20x
 // dW's (1000x784x50) or more, the dx thread finishes last: 0.88-0.96x.
-// Below kSideBySideMinFma multiply-adds each, opening a region costs more than it saves
-// (measured, float64: 16-20 K FMAs 3.1 -> 3.4 and 3.7 -> 4.2 us; 32 K 5.7 -> 5.2; 50 K 8.1 -> 7.3).
+// Below kSideBySideMinFma multiply-adds each, opening a region costs about what it saves
+// (measured, side by side against one thread, float32 (float64), us: 40x50x13 4.6 -> 3.4 on one
+// thread (5.3 -> 4.0); 100x50x10 level (level); 100x80x10 6.8 -> 6.4 side by side (8.5 -> 8.8
+// on one); 100x100x10 8.7 -> 7.2 (12.2 -> 10.4) side by side).
 constexpr ptrdiff_t kSideBySideMaxRatio = 10;
-constexpr ptrdiff_t kSideBySideMinFma = 24 * 1024;
+constexpr ptrdiff_t kSideBySideMinFma = 64 * 1024;
 
 bool products_side_by_side(ptrdiff_t N, ptrdiff_t D, ptrdiff_t M) {
     return N * D * M >= kSideBySideMinFma && N <= kSideBySideMaxRatio * M && M <= kSideBySideMaxRatio * N &&
@@ -84,7 +96,7 @@ void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdi
         if (dx) dx_product();
         dW_product();
     }
-    column_sums(db, dout, N, M);
+    G::column_sums(db, dout, N, M);
 }
 
 }  // namespace

@@ -478,6 +478,39 @@ void xent_backward_onehot_kernel(T* dx, const T* y, const T* t_onehot, ptrdiff_t
     for (; i < n; ++i) dx[i] = (y[i] - t_onehot[i]) / batch;
 }
 
+// x is (rows, cols): sums[j] = x[0, j] + x[1, j] + ... + x[rows - 1, j], added in row order from
+// zero (as the scalar loop of the _ref twins). Up to kColumnSumVectors vectors of columns are
+// summed in registers over all rows; wider rows are added row by row into sums, which stays in L1.
+constexpr int kColumnSumVectors = 4;
+template <class T>
+void column_sums_kernel(T* sums, const T* x, ptrdiff_t rows, ptrdiff_t cols) {
+    constexpr ptrdiff_t W = Vec<T>::W;
+    if (cols <= kColumnSumVectors * W) {
+        V<T> acc[kColumnSumVectors] = {};
+        for (ptrdiff_t i = 0; i < rows; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < kColumnSumVectors; ++v) {
+                const ptrdiff_t n = cols - v * W;
+                if (n >= W)
+                    acc[v] += loadu(x + i * cols + v * W);
+                else if (n > 0)
+                    acc[v] += load_partial(x + i * cols + v * W, n, T(0));
+            }
+        for (int v = 0; v < kColumnSumVectors && v * W < cols; ++v) {
+            const ptrdiff_t n = cols - v * W;
+            store_partial(sums + v * W, acc[v], n < W ? n : W);
+        }
+        return;
+    }
+    for (ptrdiff_t j = 0; j < cols; ++j) sums[j] = T(0);
+    for (ptrdiff_t i = 0; i < rows; ++i) {
+        const T* r = x + i * cols;
+        ptrdiff_t j = 0;
+        for (; j + W <= cols; j += W) storeu(sums + j, loadu(sums + j) + loadu(r + j));
+        for (; j < cols; ++j) sums[j] += r[j];
+    }
+}
+
 template <class T>
 constexpr ElementwiseKernels<T> kernels_of() {
     return {exp_kernel<T>,
@@ -490,7 +523,8 @@ constexpr ElementwiseKernels<T> kernels_of() {
             softmax_xent_rows_kernel<T>,
             softmax_xent_rows_onehot_kernel<T>,
             xent_backward_rows_kernel<T>,
-            xent_backward_onehot_kernel<T>};
+            xent_backward_onehot_kernel<T>,
+            column_sums_kernel<T>};
 }
 
 }  // namespace

@@ -35,6 +35,8 @@ struct ElementwiseKernels {
                                std::ptrdiff_t C, T batch);
     // dx = (y - t) / batch over n elements
     void (*xent_backward_onehot)(T* dx, const T* y, const T* t_onehot, std::ptrdiff_t n, T batch);
+    // x is (rows,cols): sums[j] = sum of column j, added in row order from zero
+    void (*column_sums)(T* sums, const T* x, std::ptrdiff_t rows, std::ptrdiff_t cols);
 };
 
 struct OpsTable {
