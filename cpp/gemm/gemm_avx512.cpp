@@ -142,9 +142,9 @@ struct Simd<double> {
 }  // namespace
 
 namespace gemm_avx512 {
-using SBlock = Blocking<14, 2, 384, 112, 4096>;
-using DBlock = Blocking<14, 2, 256, 112, 2048>;
+using SBlock = Blocking<14, 2, 384, 112, 4096, 8>;
+using DBlock = Blocking<14, 2, 256, 112, 2048, 8>;
 }  // namespace gemm_avx512
 }  // namespace bpfast
 
-BPFAST_DEFINE_GEMM_ISA(avx512, "sgemm_avx512_14x32 dgemm_avx512_14x16, KC=384/256 MC=112")
+BPFAST_DEFINE_GEMM_ISA(avx512, "sgemm_avx512_14x32 dgemm_avx512_14x16 (8x3 vectors for layers 3 vectors wide), KC=384/256 MC=112")

@@ -31,10 +31,11 @@ using std::ptrdiff_t;
 template <class T>
 struct Simd;  // specialised by the including TU
 
-// Register block MR x (NV vectors), cache blocks KC, MC, NC (elements).
-template <int MR, int NV, int KC, int MC, int NC>
+// Register block MR x (NV vectors), cache blocks KC, MC, NC (elements); WR rows for the tile of
+// three vectors that layers three vectors wide take (see wide_layer below), 0 for none.
+template <int MR, int NV, int KC, int MC, int NC, int WR = 0>
 struct Blocking {
-    static constexpr int mr = MR, nv = NV, kc = KC, mc = MC, nc = NC;
+    static constexpr int mr = MR, nv = NV, kc = KC, mc = MC, nc = NC, wr = WR;
 };
 
 inline ptrdiff_t min_of(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
@@ -78,6 +79,16 @@ struct TileStore {
 // with one aligned vector store, which faults on ASan's use-after-return stack (its frames keep
 // 32-byte alignment only), so a sanitized build crashed in every product.
 static_assert(sizeof(TileStore<double>) < 64, "see above");
+
+// st for the tile's columns from j0 on.
+template <class T>
+TileStore<T> columns_from(TileStore<T> st, ptrdiff_t j0) {
+    if (st.bias) st.bias += j0;
+    if (st.mask) st.mask += j0;
+    if (st.zero) st.zero += j0;
+    if (st.update) st.update += j0;
+    return st;
+}
 
 // x as computed, never fused with the operation that uses it: the ISA translation units compile
 // with -ffp-contract=fast, and the SGD step must round rate * g before the difference (a build
@@ -627,8 +638,17 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     const bool col_split = threads > 1 && round_up(M, MR) <= B::mc && ceil_div(N, NR) >= 2 * target;
     // Half-height chunks when threads share the rows: a core stalled by the machine then holds
     // back at most a shorter chunk (measured: 2-8% on the median of 1024-2048-row products).
-    ptrdiff_t mc = min_of(threads > 1 ? B::mc / 2 : B::mc, round_up(M, MR));
-    if (!col_split && ceil_div(M, mc) < target) mc = max_of(MR, round_up(ceil_div(M, target), MR));
+    // A layer three vectors wide and a few columns more (the book's hidden layer: 50 = 3*16 + 2
+    // floats), op(A) and op(B) row-major: tiles of WR rows by three vectors, both read in place,
+    // then dot_edge for the few columns. As two-vector panels, 32 + 18 columns, the second tile
+    // would run 32 lanes for 18 columns. Measured, 2 threads, medians (two builds, alternating
+    // processes), affine_forward float32: (100,784)·(784,50) 41.4 -> 36.5 us, (1024,784)·(784,50)
+    // 347 -> 307 (B was packed there), 48 columns 31.5 -> 24.7; float64 (300,200)·(200,26) 38.7
+    // -> 26.6; step B 121.4 -> 114.9. Row chunks are then multiples of WR.
+    const bool wide_layer = B::wr > 0 && a_k == 1 && b_j == 1 && N / W == 3 && N % W <= kEdgeMax && K >= 4 * W;
+    const ptrdiff_t chunk_rows = wide_layer ? B::wr : MR;
+    ptrdiff_t mc = min_of(threads > 1 ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
+    if (!col_split && ceil_div(M, mc) < target) mc = max_of(chunk_rows, round_up(ceil_div(M, target), chunk_rows));
     const ptrdiff_t n_ic = ceil_div(M, mc);
 
     // Column blocks of C: all K blocks of op(B) for one are packed first (at most kPackedB
@@ -648,7 +668,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // K under four vectors, where each dot product's sum across its lanes outweighs its few
     // FMAs: dx = dout·W^T of affine_backward (100,50,10) float64, 8.3 -> 7.2 us without.)
     const int edge = static_cast<int>(N % W);
-    const bool dot_edge_on = a_k == 1 && edge >= 1 && edge <= kEdgeMax && N % NR == edge && K >= 4 * W;
+    const bool dot_edge_on =
+        a_k == 1 && edge >= 1 && edge <= kEdgeMax && (N % NR == edge || wide_layer) && K >= 4 * W;
     static thread_local Scratch<T> bt_scratch;
     T* bt = dot_edge_on ? bt_scratch.get(edge * K) : nullptr;
     for (int j = 0; dot_edge_on && j < edge; ++j)
@@ -658,7 +679,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         const ptrdiff_t nc = min_of(nc_cap, N - jc);
         const ptrdiff_t n_panels = ceil_div(nc, NR);
         const ptrdiff_t kb_stride = n_panels * NR * kc_max;  // elements per packed K block
-        const ptrdiff_t n_jg = n_ic >= target ? 1 : min_of(n_panels, ceil_div(target, n_ic));
+        const ptrdiff_t n_jg = (n_ic >= target || wide_layer) ? 1 : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
         // Few column panels: packing A would cost more than reading it in place. A float A for a
         // double product is never widened as it is broadcast (that puts a convert and a shuffle on
@@ -677,7 +698,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         // packed panels measured 9-22% faster, at 200 rows even.
         const bool b_small = K * nc * ptrdiff_t(sizeof(T)) <= kInPlaceBBytes;
         const bool few_tiles = ceil_div(M, MR) <= kInPlaceBTilesPerThread * threads;
-        const bool b_in_place = direct && b_j == 1 && (b_small || few_tiles);
+        const bool b_in_place = direct && b_j == 1 && (b_small || few_tiles || wide_layer);
         // Pack op(B) for every K block (in parallel, by panel groups, when it is big).
         const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
         auto pack_chunk_b = [&](ptrdiff_t c) {
@@ -745,6 +766,34 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     ad = a0;
                 }
                 const bool last = kb == n_kb - 1;
+                // The epilogue of the tile at C's row ic + r, column jc + j.
+                auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
+                    TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
+                    if (last) {
+                        st.bias = ep.bias ? ep.bias + jc + j : nullptr;
+                        st.relu = ep.relu;
+                        st.mask = ep.mask ? ep.mask + (ic + r) * N + jc + j : nullptr;
+                        st.zero = ep.zero_mask ? ep.zero_mask + (ic + r) * N + jc + j : nullptr;
+                        st.update = ep.update ? ep.update + (ic + r) * N + jc + j : nullptr;
+                        st.rate = ep.update_rate;
+                    }
+                    return st;
+                };
+                if constexpr (B::wr > 0) {
+                    if (wide_layer) {  // one column block (nc = N), read in place
+                        for (ptrdiff_t ir = 0; ir < m; ir += B::wr) {
+                            const int mi = static_cast<int>(min_of(B::wr, m - ir));
+                            const TileStore<T> st = tile_store(ir, 0);
+                            T* cp = C + (ic + ir) * ldc;
+                            dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(
+                                mi, cp, ldc, ad + ir * ad_i, ad_i, ad_k, Bm + pc * b_k, b_k, kc, 3 * W, st);
+                            if (dot_edge_on)
+                                dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, arows + ir * arows_ld, arows_ld,
+                                                      bt + pc, K, kc, columns_from(st, 3 * W));
+                        }
+                        continue;
+                    }
+                }
                 // BLIS order: a group of B panels sized for L2 streams past each A micro-panel,
                 // which stays in L1 across the group.
                 const ptrdiff_t group = max_of(1, kL2PanelBytes / (NR * kc * ptrdiff_t(sizeof(T))));
@@ -754,15 +803,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
-                            TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
-                            if (last) {
-                                st.bias = ep.bias ? ep.bias + jc + jr : nullptr;
-                                st.relu = ep.relu;
-                                st.mask = ep.mask ? ep.mask + (ic + ir) * N + jc + jr : nullptr;
-                                st.zero = ep.zero_mask ? ep.zero_mask + (ic + ir) * N + jc + jr : nullptr;
-                                st.update = ep.update ? ep.update + (ic + ir) * N + jc + jr : nullptr;
-                                st.rate = ep.update_rate;
-                            }
+                            const TileStore<T> st = tile_store(ir, jr);
                             T* cp = C + (ic + ir) * ldc + jc + jr;
                             // The few columns past the last panel's full vectors go to dot_edge, or
                             // from a packed A to edge_columns; the tile then takes the full vectors.
@@ -790,12 +831,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                                                                  ptrdiff_t(NR), kc, n_tile, st);
                             }
                             if (split) {
-                                TileStore<T> est = st;
                                 const ptrdiff_t j0 = ptrdiff_t(full) * W;
-                                if (est.bias) est.bias += j0;
-                                if (est.mask) est.mask += j0;
-                                if (est.zero) est.zero += j0;
-                                if (est.update) est.update += j0;
+                                const TileStore<T> est = columns_from(st, j0);
                                 if (dot_edge_on)
                                     dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, arows + ir * arows_ld, arows_ld,
                                                           bt + pc, K, kc, est);
