@@ -106,8 +106,10 @@ inline X rounded(X x) {
 }
 
 // The first n elements at p as a vector, zeros past them (n may be <= 0 or more than a vector).
+// Always inlined: edge_columns calls it for every k, and GCC once left it out of line there (7% of
+// (1024,784)^T·(1024,50) float32).
 template <class T>
-inline typename Simd<T>::V load_first(const T* p, ptrdiff_t n) {
+__attribute__((always_inline)) inline typename Simd<T>::V load_first(const T* p, ptrdiff_t n) {
     using S = Simd<T>;
     return n >= S::W ? S::loadu(p) : n > 0 ? S::load_n(p, n) : S::zero();
 }
@@ -537,6 +539,11 @@ void run_parallel(ptrdiff_t n_chunks, F& f) {
         n_chunks, [](void* ctx, ptrdiff_t c) { (*static_cast<F*>(ctx))(c); }, &f);
 }
 
+// A layer three vectors wide (wide_layer in gemm_blocked) with op(A) transposed: op(B) read in place
+// up to this size (x^T·dout of (100,784)·(100,50) float32, 20 KB: 52.2 -> 47.5 us); a larger one
+// is packed for the usual tiles ((1024,784)·(1024,50), 200 KB: 449 us against 497 in place).
+constexpr ptrdiff_t kWideBInPlaceBytes = 32 * 1024;
+
 // Column panels per chunk up to which A is read in place instead of packed (measured).
 constexpr ptrdiff_t kDirectMaxPanels = 4;
 
@@ -639,13 +646,17 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // Half-height chunks when threads share the rows: a core stalled by the machine then holds
     // back at most a shorter chunk (measured: 2-8% on the median of 1024-2048-row products).
     // A layer three vectors wide and a few columns more (the book's hidden layer: 50 = 3*16 + 2
-    // floats), op(A) and op(B) row-major: tiles of WR rows by three vectors, both read in place,
-    // then dot_edge for the few columns. As two-vector panels, 32 + 18 columns, the second tile
+    // floats), op(B) row-major: tiles of WR rows by three vectors over its first 3W columns, B
+    // read in place; op(A) row-major is read in place too, and dot_edge takes the few columns;
+    // op(A) transposed (x^T·dout) is packed into WR-row panels, and edge_columns takes them, when
+    // op(B) is small (kWideBInPlaceBytes). As two-vector panels, 32 + 18 columns, the second tile
     // would run 32 lanes for 18 columns. Measured, 2 threads, medians (two builds, alternating
     // processes), affine_forward float32: (100,784)·(784,50) 41.4 -> 36.5 us, (1024,784)·(784,50)
     // 347 -> 307 (B was packed there), 48 columns 31.5 -> 24.7; float64 (300,200)·(200,26) 38.7
-    // -> 26.6; step B 121.4 -> 114.9. Row chunks are then multiples of WR.
-    const bool wide_layer = B::wr > 0 && a_k == 1 && b_j == 1 && N / W == 3 && N % W <= kEdgeMax && K >= 4 * W;
+    // -> 26.6; step B 121.4 -> 114.9, and with x^T·dout as well 123.2 -> 114.1. Row chunks are
+    // then multiples of WR.
+    const bool wide_layer = B::wr > 0 && b_j == 1 && N / W == 3 && N % W <= kEdgeMax && K >= 4 * W &&
+                            (a_k == 1 || K * N * ptrdiff_t(sizeof(T)) <= kWideBInPlaceBytes);
     const ptrdiff_t chunk_rows = wide_layer ? B::wr : MR;
     ptrdiff_t mc = min_of(threads > 1 ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
     if (!col_split && ceil_div(M, mc) < target) mc = max_of(chunk_rows, round_up(ceil_div(M, target), chunk_rows));
@@ -690,7 +701,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         // is packed; with short rows (the second layer's x^T) it is read in place.
         constexpr bool widen = sizeof(TA) != sizeof(T);
         const bool a_in_place_ok = a_k == 1 || (!widen && a_k * ptrdiff_t(sizeof(TA)) <= kDirectMaxStrideBytes);
-        const bool direct = panels_per_jg <= kDirectMaxPanels && a_in_place_ok;
+        const bool direct = panels_per_jg <= kDirectMaxPanels && a_in_place_ok && !(wide_layer && a_k != 1);
         // A read in place and a row-major op(B): B is read in place too when it is small, or when
         // each thread has few row tiles to run past it (packing is one thread's pass, whose block
         // the other core then fetches). Otherwise B is packed: its in-place rows are read with
@@ -698,7 +709,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         // packed panels measured 9-22% faster, at 200 rows even.
         const bool b_small = K * nc * ptrdiff_t(sizeof(T)) <= kInPlaceBBytes;
         const bool few_tiles = ceil_div(M, MR) <= kInPlaceBTilesPerThread * threads;
-        const bool b_in_place = direct && b_j == 1 && (b_small || few_tiles || wide_layer);
+        const bool b_in_place = wide_layer || (direct && b_j == 1 && (b_small || few_tiles));
         // Pack op(B) for every K block (in parallel, by panel groups, when it is big).
         const ptrdiff_t pack_chunk = 8;  // panels per packing chunk
         auto pack_chunk_b = [&](ptrdiff_t c) {
@@ -739,7 +750,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 // widened rows are padded by a cache line, so that rows do not share cache sets
                 const ptrdiff_t wide_ld = round_up(kc_max, 64 / ptrdiff_t(sizeof(T))) + 64 / ptrdiff_t(sizeof(T));
                 T* ap = (!direct || widen) ? a_scratch.get(round_up(mc, MR) * wide_ld) : nullptr;
-                if (!direct) pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                if (!direct) {
+                    if (wide_layer)
+                        pack_a<T, (B::wr > 0 ? B::wr : MR)>(ap, a0, a_i, a_k, m, kc);
+                    else
+                        pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                }
                 // dot_edge reads op(A)'s rows as T: in place, or widened (by the direct path, or here)
                 const T* arows = nullptr;
                 ptrdiff_t arows_ld = a_i;
@@ -785,11 +801,19 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             const int mi = static_cast<int>(min_of(B::wr, m - ir));
                             const TileStore<T> st = tile_store(ir, 0);
                             T* cp = C + (ic + ir) * ldc;
-                            dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(
-                                mi, cp, ldc, ad + ir * ad_i, ad_i, ad_k, Bm + pc * b_k, b_k, kc, 3 * W, st);
+                            const T* bb = Bm + pc * b_k;
+                            if (direct)
+                                dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(
+                                    mi, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, 3 * W, st);
+                            else
+                                dispatch_rows<T, B::wr, NR, 3, false, kBInPlace, B::wr>(
+                                    mi, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bb, b_k, kc, 3 * W, st);
                             if (dot_edge_on)
                                 dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, arows + ir * arows_ld, arows_ld,
                                                       bt + pc, K, kc, columns_from(st, 3 * W));
+                            else if (edge)
+                                dispatch_edge<T, B::wr, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ap + ir * kc, bb + 3 * W,
+                                                                  b_k, kc, columns_from(st, 3 * W));
                         }
                         continue;
                     }
