@@ -203,6 +203,20 @@ def test_results_do_not_depend_on_thread_count(cpu_path, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_wide_layer_with_a_long_k(cpu_path, kind):
+    """A layer three vectors wide and a few columns more (50 float32, 26 float64 columns) keeps
+    its N columns in one block however long K is (elsewhere, a long K cuts N into blocks)."""
+    N, K = (50 if kind == "float32" else 26), 140_000
+    a, b, bias = operands(kind, 3, N, K, False, False, seed=N)
+    plain = _core._gemm(a, b, bias, False, False)
+    expected, scale = exact_product(a, b, False, False)
+    assert_product_close(plain, expected + bias, scale + np.abs(bias), kind, K)
+    out, mask = _core._gemm(a, b, bias, False, False, relu=True)
+    np.testing.assert_array_equal(mask, plain <= 0)
+    np.testing.assert_array_equal(out, np.where(mask, 0, plain))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_affine_kernels(cpu_path, kind):
     """affine_forward / affine_relu_forward / affine_backward against the _ref twins and NumPy,
     float32 x with float64 W, b, dout included (results float64)."""

@@ -667,7 +667,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // costs at most two regions per column block (and a late thread stalls few of them).
     const ptrdiff_t nc_max =
         min_of(round_up(N, NR), max_of(NR, kPackedB / (n_kb * kc_max) / NR * NR));
-    const ptrdiff_t nc_cap = min_of(B::nc, nc_max);
+    // (wide_layer reads op(B) in place, all N columns in one block, however long K is)
+    const ptrdiff_t nc_cap = wide_layer ? N : min_of(B::nc, nc_max);
     static thread_local Scratch<T> b_scratch;
     T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
 
