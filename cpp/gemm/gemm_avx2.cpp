@@ -88,6 +88,13 @@ struct Simd<double> {
     static void storeu(double* p, V v) { _mm256_storeu_pd(p, v); }
     static V bcast(const double* p) { return _mm256_broadcast_sd(p); }
     static V bcast(const float* p) { return _mm256_set1_pd(static_cast<double>(*p)); }
+    // the floats p[0, n) widened (0 <= n <= W), zeros past them
+    static V load_widened(const float* p, ptrdiff_t n) {
+        if (n >= W) return _mm256_cvtps_pd(_mm_loadu_ps(p));
+        alignas(16) float t[W] = {};
+        std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(float));
+        return _mm256_cvtps_pd(_mm_load_ps(t));
+    }
     static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm256_add_pd(a, b); }
     static V sub(V a, V b) { return _mm256_sub_pd(a, b); }

@@ -92,6 +92,11 @@ struct Simd<double> {
     static void storeu(double* p, V v) { _mm512_storeu_pd(p, v); }
     static V bcast(const double* p) { return _mm512_set1_pd(*p); }
     static V bcast(const float* p) { return _mm512_set1_pd(static_cast<double>(*p)); }
+    // the floats p[0, n) widened (0 <= n <= W), zeros past them
+    static V load_widened(const float* p, ptrdiff_t n) {
+        const __m256 f = n >= W ? _mm256_loadu_ps(p) : _mm256_maskz_loadu_ps(static_cast<__mmask8>(first_n16(n)), p);
+        return _mm512_maskz_cvtps_pd(kAll8, f);
+    }
     static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
     static V add(V a, V b) { return _mm512_add_pd(a, b); }
     static V sub(V a, V b) { return _mm512_sub_pd(a, b); }

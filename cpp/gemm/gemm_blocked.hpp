@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "bpfast/gemm.hpp"
 
@@ -112,6 +113,16 @@ template <class T>
 __attribute__((always_inline)) inline typename Simd<T>::V load_first(const T* p, ptrdiff_t n) {
     using S = Simd<T>;
     return n >= S::W ? S::loadu(p) : n > 0 ? S::load_n(p, n) : S::zero();
+}
+// ... from a TA array as T: TA is T, or float widened to double (exactly; packing a float A
+// for a double product)
+template <class T, class TA>
+__attribute__((always_inline)) inline typename Simd<T>::V load_first_as(const TA* p, ptrdiff_t n) {
+    using S = Simd<T>;
+    if constexpr (sizeof(TA) == sizeof(T))
+        return load_first(p, n);
+    else
+        return S::load_widened(p, n >= S::W ? S::W : n > 0 ? n : 0);
 }
 
 // The scalar ReLU of the epilogue: mask = v <= 0 (NaN: false, kept), written when mask is set.
@@ -410,9 +421,10 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
 // One panel with stride P from mi <= P contiguous source rows (A[i*rs + k]), dst[k*P + i]: blocks
 // of W values of k from up to W rows at a time are transposed in registers and stored as W
 // columns of the panel; the last kc % W values of k one by one. Rows past mi are never read;
-// their lanes are zeros with PAD (a B panel), else left unset (an A panel).
-template <class T, int P, bool PAD>
-void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
+// their lanes are zeros with PAD (a B panel), else left unset (an A panel). TA is T, or float
+// with T double (widened as it is loaded).
+template <class T, int P, bool PAD, class TA>
+void transpose_rows(T* dst, const TA* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -424,7 +436,7 @@ void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
             const int lanes = lanes_end - g < W ? lanes_end - g : W;
             V r[W];
 #pragma GCC unroll 16
-            for (int i = 0; i < W; ++i) r[i] = i < rows ? S::loadu(A + (g + i) * rs + k) : S::zero();
+            for (int i = 0; i < W; ++i) r[i] = i < rows ? load_first_as<T>(A + (g + i) * rs + k, W) : S::zero();
             S::transpose(r);
 #pragma GCC unroll 16
             for (int j = 0; j < W; ++j) {
@@ -435,7 +447,7 @@ void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
             }
         }
     for (; k < kc; ++k) {
-        for (int i = 0; i < mi; ++i) dst[k * P + i] = A[i * rs + k];
+        for (int i = 0; i < mi; ++i) dst[k * P + i] = static_cast<T>(A[i * rs + k]);
         for (int i = mi; i < lanes_end; ++i) dst[k * P + i] = T(0);
     }
 }
@@ -446,41 +458,28 @@ void transpose_rows(T* dst, const T* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
 // float with T double (widened exactly here).
 template <class T, int MR, class TA>
 void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc) {
+    using S = Simd<T>;
+    constexpr int W = S::W;
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
-        if constexpr (sizeof(TA) == sizeof(T)) {  // TA is T
-            if (ks == 1) {  // rows contiguous: transposed in registers
-                transpose_rows<T, MR, false>(dst, A + i0 * rs, rs, static_cast<int>(mi), kc);
-                continue;
-            }
-        }
-        if (ks == 1) {  // rows contiguous, widened: read along k
-            for (ptrdiff_t i = 0; i < mi; ++i) {
-                const TA* src = A + (i0 + i) * rs;
-                for (ptrdiff_t k = 0; k < kc; ++k) dst[k * MR + i] = static_cast<T>(src[k]);
-            }
-        } else if (mi == MR) {  // columns contiguous (rs == 1): read along i, MR at a time
+        if (ks == 1) {  // rows contiguous: transposed in registers
+            transpose_rows<T, MR, false>(dst, A + i0 * rs, rs, static_cast<int>(mi), kc);
+        } else {  // columns contiguous (rs == 1): read along i, a vector at a time
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const TA* src = A + i0 + k * ks;
-                if constexpr (sizeof(TA) == sizeof(T)) {  // vector copies (TA is T)
-                    using S = Simd<T>;
-                    constexpr int W = S::W;
+                T* d = dst + k * MR;
+                if (mi == MR) {
 #pragma GCC unroll 4
                     for (int v = 0; v < MR; v += W) {
                         if (MR - v >= W)
-                            S::storeu(dst + k * MR + v, S::loadu(src + v));
+                            S::storeu(d + v, load_first_as<T>(src + v, W));
                         else
-                            S::store_n(dst + k * MR + v, S::load_n(src + v, MR - v), MR - v);
+                            S::store_n(d + v, load_first_as<T>(src + v, MR - v), MR - v);
                     }
-                } else {  // widened: the compiler vectorises the fixed trip count
-#pragma GCC unroll 16
-                    for (int i = 0; i < MR; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
+                } else {
+                    for (ptrdiff_t v = 0; v < mi; v += W)
+                        S::store_n(d + v, load_first_as<T>(src + v, mi - v), min_of(W, mi - v));
                 }
-            }
-        } else {
-            for (ptrdiff_t k = 0; k < kc; ++k) {
-                const TA* src = A + i0 + k * ks;
-                for (ptrdiff_t i = 0; i < mi; ++i) dst[k * MR + i] = static_cast<T>(src[i]);
             }
         }
     }
@@ -770,18 +769,33 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 } else {
                     arows = a0;
                 }
-                // direct: op(A)(ic + i, pc + k) = ad[i*ad_i + k*ad_k]
+                // BLIS order: a group of B panels sized for L2 streams past each A micro-panel,
+                // which stays in L1 across the group.
+                const ptrdiff_t group = max_of(1, kL2PanelBytes / (NR * kc * ptrdiff_t(sizeof(T))));
+                // direct: op(A)(ic + i, pc + k) = ad[i*ad_i + k*ad_k]. Widened, each tile's rows
+                // are widened just before its panels run when they all run in one pass (into L1,
+                // where they stay for the pass), else the chunk's rows at once.
+                const bool widen_per_tile = widen && direct && (wide_layer || p1 - p0 <= group);
                 const T* ad = nullptr;
                 ptrdiff_t ad_i = a_i, ad_k = a_k;
                 if constexpr (widen) {
                     if (direct) {
-                        widen_rows(ap, wide_ld, a0, a_i, m, kc);
+                        if (!widen_per_tile) widen_rows(ap, wide_ld, a0, a_i, m, kc);
                         ad = ap, ad_i = wide_ld, ad_k = 1;
                         arows = ap, arows_ld = wide_ld;
                     }
                 } else {
                     ad = a0;
                 }
+                // the rows of the tile at row ir: op(A) read in place (direct), and as T (dot_edge)
+                auto tile_rows = [&](ptrdiff_t ir, int mi) {
+                    if (widen_per_tile) {
+                        widen_rows(ap, wide_ld, a0 + ir * a_i, a_i, mi, kc);
+                        return std::pair<const T*, const T*>{ap, ap};
+                    }
+                    return std::pair<const T*, const T*>{direct ? ad + ir * ad_i : nullptr,
+                                                         arows ? arows + ir * arows_ld : nullptr};
+                };
                 const bool last = kb == n_kb - 1;
                 // The epilogue of the tile at C's row ic + r, column jc + j.
                 auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
@@ -800,18 +814,19 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     if (wide_layer) {  // one column block (nc = N), read in place
                         for (ptrdiff_t ir = 0; ir < m; ir += B::wr) {
                             const int mi = static_cast<int>(min_of(B::wr, m - ir));
+                            const auto [at, ar] = tile_rows(ir, mi);
                             const TileStore<T> st = tile_store(ir, 0);
                             T* cp = C + (ic + ir) * ldc;
                             const T* bb = Bm + pc * b_k;
                             if (direct)
-                                dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(
-                                    mi, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, 3 * W, st);
+                                dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(mi, cp, ldc, at, ad_i, ad_k, bb,
+                                                                                    b_k, kc, 3 * W, st);
                             else
                                 dispatch_rows<T, B::wr, NR, 3, false, kBInPlace, B::wr>(
                                     mi, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bb, b_k, kc, 3 * W, st);
                             if (dot_edge_on)
-                                dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, arows + ir * arows_ld, arows_ld,
-                                                      bt + pc, K, kc, columns_from(st, 3 * W));
+                                dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ar, arows_ld, bt + pc, K, kc,
+                                                      columns_from(st, 3 * W));
                             else if (edge)
                                 dispatch_edge<T, B::wr, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ap + ir * kc, bb + 3 * W,
                                                                   b_k, kc, columns_from(st, 3 * W));
@@ -819,13 +834,11 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         continue;
                     }
                 }
-                // BLIS order: a group of B panels sized for L2 streams past each A micro-panel,
-                // which stays in L1 across the group.
-                const ptrdiff_t group = max_of(1, kL2PanelBytes / (NR * kc * ptrdiff_t(sizeof(T))));
                 for (ptrdiff_t g0 = p0; g0 < p1; g0 += group) {
                     const ptrdiff_t g1 = min_of(p1, g0 + group);
                     for (ptrdiff_t ir = 0; ir < m; ir += MR) {
                         const int mi = static_cast<int>(min_of(MR, m - ir));
+                        const auto [at, ar] = tile_rows(ir, mi);
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
                             const TileStore<T> st = tile_store(ir, jr);
@@ -843,13 +856,13 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 const T* bb = Bm + pc * b_k + jc + jr;  // op(B)(pc + k, jc + jr + j) = bb[k*b_k + j]
                                 if (n_tile == nv * W)
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlace>(
-                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n_tile, st);
+                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st);
                                 else
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlaceEdge>(
-                                        mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bb, b_k, kc, n_tile, st);
+                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st);
                             } else if (direct) {
                                 dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(
-                                    mi, nv, cp, ldc, ad + ir * ad_i, ad_i, ad_k, bpanel, ptrdiff_t(NR), kc, n_tile, st);
+                                    mi, nv, cp, ldc, at, ad_i, ad_k, bpanel, ptrdiff_t(NR), kc, n_tile, st);
                             } else {
                                 dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(mi, nv, cp, ldc, ap + ir * kc,
                                                                                  ptrdiff_t(0), ptrdiff_t(0), bpanel,
@@ -859,8 +872,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 const ptrdiff_t j0 = ptrdiff_t(full) * W;
                                 const TileStore<T> est = columns_from(st, j0);
                                 if (dot_edge_on)
-                                    dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, arows + ir * arows_ld, arows_ld,
-                                                          bt + pc, K, kc, est);
+                                    dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, ar, arows_ld, bt + pc, K, kc, est);
                                 else
                                     dispatch_edge<T, MR, kEdgeMax>(tail, mi, cp + j0, ldc, ap + ir * kc, bpanel + j0,
                                                                    ptrdiff_t(NR), kc, est);

@@ -22,6 +22,12 @@ struct GenericSimd {
     static T bcast(const TA* p) {
         return static_cast<T>(*p);  // scalar * vector broadcasts
     }
+    // the floats p[0, n) widened (0 <= n <= W), zeros past them (T double)
+    static V load_widened(const float* p, ptrdiff_t n) {
+        V v = V{};
+        for (ptrdiff_t j = 0; j < n && j < W; ++j) v[j] = static_cast<T>(p[j]);
+        return v;
+    }
     template <class A>  // A is T (a broadcast) or V
     static V fma(A a, V b, V c) {
         return c + a * b;
