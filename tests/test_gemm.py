@@ -184,9 +184,10 @@ def test_relu_epilogue_nan_not_masked(cpu_path):
 def test_results_do_not_depend_on_thread_count(cpu_path, kind):
     before = _core.get_num_threads()
     # The thread count decides whether a row-major B beside an A read in place is packed: on the
-    # AVX-512 path (100, 50, 784) reads it in place on two threads and packs it on one
+    # AVX-512 path (100, 50, 784) reads it in place on two threads and packs it on one; and the
+    # row chunks: (100, 64, 784) runs 13-row tiles on two threads, (20, 40, 300) 7-row ones
     shapes = [(300, 200, 500), (100, 50, 784), (600, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300),
-              (2000, 3, 300), (300, 26, 200)] + NARROW_TRANSPOSED
+              (2000, 3, 300), (300, 26, 200), (100, 64, 784), (20, 40, 300)] + NARROW_TRANSPOSED
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
             for M, N, K in shapes:
