@@ -296,11 +296,14 @@ inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore
 }
 
 // A panel's last few columns, r <= W/4 of them past its full vectors (50 = 3*16 + 2 columns):
-// as a tile they would cost a whole vector of FMAs per row and k for r useful lanes. From a packed
-// A panel (a[k*MRP + i], rows along the vector) they cost ceil(m/W) FMAs per column and k.
+// as a tile they would cost a whole vector of FMAs per row and k for r useful lanes. From packed
+// A panels (a[k*MRP + i], rows along the vector) they cost ceil(m/W) FMAs per column and k.
 // Each element still sees one FMA per k in k order from zero, then the tile's store and epilogue
-// in scalar form: the same bits as the microkernel. c, bias and mask point at the first such
-// column; b[k*bks + j] is op(B) for those columns.
+// in scalar form: the same bits as the microkernel. Rows [0, m) of the consecutive panels at a
+// (MRP*kc apart), NP panels at a time, so that enough sums run side by side to cover the FMA's
+// latency (one panel of 8 rows and 2 columns in float is 2 chains: (784x100)^T·(100x50) float32
+// spent 19% of its time here). c, bias and mask point at the first such column of row 0;
+// b[k*bks + j] is op(B) for those columns.
 template <class T, int MRP, int R>
 inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
                          const TileStore<T>& st) {
@@ -308,30 +311,43 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
     using V = typename S::V;
     constexpr int W = S::W;
     constexpr int NA = (MRP + W - 1) / W;  // vectors down a packed column of A
-    V acc[R][NA];
+    constexpr int NP = R * NA >= 8 ? 1 : R * NA >= 4 ? 2 : 4;  // panels at a time: 8 sums or more
+    for (int i0 = 0; i0 < m; i0 += NP * MRP) {
+        const T* ap = a + i0 * kc;
+        V acc[R][NP][NA];
 #pragma GCC unroll 8
-    for (int j = 0; j < R; ++j)
+        for (int j = 0; j < R; ++j)
 #pragma GCC unroll 4
-        for (int v = 0; v < NA; ++v) acc[j][v] = S::zero();
-    for (ptrdiff_t k = 0; k < kc; ++k) {
-        V av[NA];
+            for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 4
-        for (int v = 0; v < NA; ++v)  // rows past m are never read (the packing leaves them unset)
-            av[v] = load_first(a + k * MRP + v * W, m - v * W);
+                for (int v = 0; v < NA; ++v) acc[j][q][v] = S::zero();
+        for (ptrdiff_t k = 0; k < kc; ++k) {
+            V av[NP][NA];
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 4
+                for (int v = 0; v < NA; ++v)  // rows past m are never read (the packing leaves them unset)
+                    av[q][v] = load_first(ap + q * MRP * kc + k * MRP + v * W, m - i0 - q * MRP - v * W);
 #pragma GCC unroll 8
-        for (int j = 0; j < R; ++j) {
-            const auto bj = S::bcast(b + k * bks + j);  // the microkernel's operand order: bcast * vector
+            for (int j = 0; j < R; ++j) {
+                const auto bj = S::bcast(b + k * bks + j);  // the microkernel's operand order: bcast * vector
 #pragma GCC unroll 4
-            for (int v = 0; v < NA; ++v) acc[j][v] = S::fma(bj, av[v], acc[j][v]);
+                for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 4
+                    for (int v = 0; v < NA; ++v) acc[j][q][v] = S::fma(bj, av[q][v], acc[j][q][v]);
+            }
         }
-    }
-    T sums[R][NA * W];
+        T sums[R][NP][NA * W];
 #pragma GCC unroll 8
-    for (int j = 0; j < R; ++j)
+        for (int j = 0; j < R; ++j)
 #pragma GCC unroll 4
-        for (int v = 0; v < NA; ++v) S::storeu(sums[j] + v * W, acc[j][v]);
-    for (int i = 0; i < m; ++i)
-        for (int j = 0; j < R; ++j) store_scalar(c, ldc, i, j, sums[j][i], st);
+            for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 4
+                for (int v = 0; v < NA; ++v) S::storeu(sums[j][q] + v * W, acc[j][q][v]);
+        const int rows = m - i0 < NP * MRP ? m - i0 : NP * MRP;
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < R; ++j) store_scalar(c, ldc, i0 + i, j, sums[j][i / MRP][i % MRP], st);
+    }
 }
 
 template <class T, int MRP, int R>
@@ -418,13 +434,13 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
     }
 }
 
-// One panel with stride P from mi <= P contiguous source rows (A[i*rs + k]), dst[k*P + i]: blocks
-// of W values of k from up to W rows at a time are transposed in registers and stored as W
-// columns of the panel; the last kc % W values of k one by one. Rows past mi are never read;
-// their lanes are zeros with PAD (a B panel), else left unset (an A panel). TA is T, or float
-// with T double (widened as it is loaded).
+// One panel with stride ld (P for a packed panel) from mi <= P contiguous source rows
+// (A[i*rs + k]), dst[k*ld + i]: blocks of W values of k from up to W rows at a time are
+// transposed in registers and stored as W columns of the panel; the last kc % W values of k one
+// by one. Rows past mi are never read; their lanes are zeros with PAD (a B panel), else left
+// unset. TA is T, or float with T double (widened as it is loaded).
 template <class T, int P, bool PAD, class TA>
-void transpose_rows(T* dst, const TA* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
+void transpose_rows(T* dst, ptrdiff_t ld, const TA* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -441,14 +457,14 @@ void transpose_rows(T* dst, const TA* A, ptrdiff_t rs, int mi, ptrdiff_t kc) {
 #pragma GCC unroll 16
             for (int j = 0; j < W; ++j) {
                 if (lanes == W)
-                    S::storeu(dst + (k + j) * P + g, r[j]);
+                    S::storeu(dst + (k + j) * ld + g, r[j]);
                 else
-                    S::store_n(dst + (k + j) * P + g, r[j], lanes);
+                    S::store_n(dst + (k + j) * ld + g, r[j], lanes);
             }
         }
     for (; k < kc; ++k) {
-        for (int i = 0; i < mi; ++i) dst[k * P + i] = static_cast<T>(A[i * rs + k]);
-        for (int i = mi; i < lanes_end; ++i) dst[k * P + i] = T(0);
+        for (int i = 0; i < mi; ++i) dst[k * ld + i] = static_cast<T>(A[i * rs + k]);
+        for (int i = mi; i < lanes_end; ++i) dst[k * ld + i] = T(0);
     }
 }
 
@@ -463,7 +479,7 @@ void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdif
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
         if (ks == 1) {  // rows contiguous: transposed in registers
-            transpose_rows<T, MR, false>(dst, A + i0 * rs, rs, static_cast<int>(mi), kc);
+            transpose_rows<T, MR, false>(dst, MR, A + i0 * rs, rs, static_cast<int>(mi), kc);
         } else {  // columns contiguous (rs == 1): read along i, a vector at a time
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const TA* src = A + i0 + k * ks;
@@ -512,7 +528,7 @@ void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff
                 for (int v = 0; v < NR / W; ++v) S::storeu(d + v * W, load_first(src + v * W, nj - v * W));
             }
         } else {  // columns contiguous (op(B) = B^T, ks == 1): transposed in registers
-            transpose_rows<T, NR, true>(dst, B + j0 * js, js, static_cast<int>(nj), kc);
+            transpose_rows<T, NR, true>(dst, NR, B + j0 * js, js, static_cast<int>(nj), kc);
         }
     }
 }
@@ -598,6 +614,8 @@ void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_
     T* ct = ct_scratch.get(N * M);
     // op(B)^T (N,K) is B as stored when trans_b, else B read transposed
     gemm_blocked<T, B, T>(ct, Bm, A, N, M, K, !trans_b, false, Epilogue<T>{});
+    if (!ep.bias && !ep.relu && !ep.mask && !ep.zero_mask && !ep.update)  // C = ct^T, in registers
+        return transpose_rows<T, B::nv * Simd<T>::W, false>(C, N, ct, M, static_cast<int>(N), M);
     for (ptrdiff_t i = 0; i < M; ++i) {
         const TileStore<T> st{true,
                               true,
@@ -834,10 +852,11 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             if (dot_edge_on)
                                 dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ar, arows_ld, bt + pc, K, kc,
                                                       columns_from(st, 3 * W));
-                            else if (edge)
-                                dispatch_edge<T, B::wr, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ap + ir * kc, bb + 3 * W,
-                                                                  b_k, kc, columns_from(st, 3 * W));
                         }
+                        if (!dot_edge_on && edge)  // from the packed panels, all rows at once
+                            dispatch_edge<T, B::wr, kEdgeMax>(edge, static_cast<int>(m), C + ic * ldc + 3 * W, ldc, ap,
+                                                              Bm + pc * b_k + 3 * W, b_k, kc,
+                                                              columns_from(tile_store(0, 0), 3 * W));
                         continue;
                     }
                 }
@@ -851,7 +870,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             const TileStore<T> st = tile_store(ir, jr);
                             T* cp = C + (ic + ir) * ldc + jc + jr;
                             // The few columns past the last panel's full vectors go to dot_edge, or
-                            // from a packed A to edge_columns; the tile then takes the full vectors.
+                            // from a packed A to edge_columns (below, all rows at once); the tile
+                            // then takes the full vectors.
                             const int full = static_cast<int>(n / W), tail = static_cast<int>(n % W);
                             const bool split = tail >= 1 && tail <= kEdgeMax && (dot_edge_on || !direct);
                             const ptrdiff_t n_tile = split ? ptrdiff_t(full) * W : n;
@@ -875,15 +895,21 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                                                                  ptrdiff_t(0), ptrdiff_t(0), bpanel,
                                                                                  ptrdiff_t(NR), kc, n_tile, st);
                             }
-                            if (split) {
+                            if (split && dot_edge_on) {
                                 const ptrdiff_t j0 = ptrdiff_t(full) * W;
-                                const TileStore<T> est = columns_from(st, j0);
-                                if (dot_edge_on)
-                                    dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, ar, arows_ld, bt + pc, K, kc, est);
-                                else
-                                    dispatch_edge<T, MR, kEdgeMax>(tail, mi, cp + j0, ldc, ap + ir * kc, bpanel + j0,
-                                                                   ptrdiff_t(NR), kc, est);
+                                dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, ar, arows_ld, bt + pc, K, kc,
+                                                      columns_from(st, j0));
                             }
+                        }
+                    }
+                    if (!direct && !dot_edge_on) {  // the group's last panel: its few columns, if any
+                        const ptrdiff_t jr = (g1 - 1) * NR, n = min_of(NR, nc - jr);
+                        const int tail = static_cast<int>(n % W);
+                        if (tail >= 1 && tail <= kEdgeMax) {
+                            const ptrdiff_t j0 = n - tail;
+                            dispatch_edge<T, MR, kEdgeMax>(tail, static_cast<int>(m), C + ic * ldc + jc + jr + j0, ldc,
+                                                           ap, b_first + (g1 - 1 - p0) * NR * kc + j0, ptrdiff_t(NR),
+                                                           kc, columns_from(tile_store(0, jr), j0));
                         }
                     }
                 }
