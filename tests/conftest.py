@@ -263,6 +263,75 @@ def oracle(make_inputs, api, book, checks):
     return got
 
 
+# --- exp in ulps (the compiled core's vector exp and the Numba backend's) ---
+
+INT_OF = {np.float32: np.int32, np.float64: np.int64}
+EXP_SPECIALS = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 88.0, 88.72, 88.7229, 89.0,
+                -87.0, -87.34, -100.0, -103.9, -103.98, -104.0, 709.78, 709.7828, 710.0, -708.0, -745.13,
+                -745.14, -746.0, 1e300, -1e300]
+
+
+def ulp_distance(got, want):
+    """|got - want| in units in the last place (NaN vs NaN is 0), via the ordered integer images."""
+    dtype = got.dtype.type
+    itype = INT_OF[dtype]
+    low = np.iinfo(itype).min
+
+    def ordered(a):
+        i = a.view(itype).astype(np.int64)
+        return np.where(i < 0, low - i, i)
+
+    d = np.abs(ordered(got) - ordered(want))
+    d[np.isnan(got) & np.isnan(want)] = 0
+    return d
+
+
+def exp_sweep(dtype):
+    """A dense sweep of the whole range where exp is finite and nonzero, its edges, and specials."""
+    rng = np.random.default_rng(1)
+    if dtype == np.float32:
+        bits = np.arange(0, 2**32, 509, dtype=np.uint64).astype(np.uint32)  # every 509th float
+        x = bits.view(np.float32)
+        x = x[(x > -110) & (x < 95)]
+        edges = [rng.uniform(a, b, 200_000) for a, b in ((-104, -87), (88, 89), (-1, 1))]
+    else:
+        x = rng.uniform(-750, 712, 2_000_000)
+        edges = [rng.uniform(a, b, 200_000) for a, b in ((-746, -708), (709, 710), (-1, 1), (-1e-6, 1e-6))]
+    specials = np.array(EXP_SPECIALS)
+    specials = specials[~(np.abs(specials) > np.finfo(dtype).max)]
+    return np.concatenate([x.astype(dtype)] + [e.astype(dtype) for e in edges] + [specials.astype(dtype)])
+
+
+def correctly_rounded_exp(x):
+    """exp(x) in x's dtype; float32 as exp in float64 rounded once (nearly always correctly rounded)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.exp(x.astype(np.float64)).astype(x.dtype) if x.dtype == np.float32 else np.exp(x)
+
+
+def assert_exp_within_ulps(exp, dtype, min_exact=0.9):
+    """exp (array -> array) is within 2 ulp over exp_sweep, and exact for most arguments."""
+    x = exp_sweep(dtype)
+    got = exp(x)
+    want = correctly_rounded_exp(x)
+    d = ulp_distance(got, want)
+    worst = int(d.argmax())
+    assert d.max() <= 2, f"{d.max()} ulp at x={x[worst]!r}: got {got[worst]!r}, want {want[worst]!r}"
+    assert np.mean(d == 0) > min_exact  # mostly exact, not just within 2 ulp
+
+
+def assert_exp_special_values(exp, dtype):
+    """inf, -inf, NaN, zeros, far out of range, and denormal results (not flushed to zero)."""
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e4, -1e4], dtype)
+    got = exp(x)
+    assert got[0] == np.inf and got[1] == 0 and np.isnan(got[2]) and got[3] == 1 and got[4] == 1
+    assert got[5] == np.inf and got[6] == 0
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.log(np.array([tiny * 3, tiny * 1000, np.finfo(dtype).tiny / 2], np.float64)).astype(dtype)
+    sub = exp(x)
+    assert np.all(sub > 0) and np.all(sub < np.finfo(dtype).tiny)  # denormal results, not flushed
+    assert np.all(ulp_distance(sub, correctly_rounded_exp(x)) <= 2)
+
+
 # --- Subprocesses ---
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
+numba = pytest.importorskip("numba")
 
 from bpfast.backends import numba_kernels as nk  # noqa: E402
 from bpfast.backends import numpy_ref as ref  # noqa: E402
+from conftest import assert_exp_special_values, assert_exp_within_ulps  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 LAYOUTS = ["contiguous", "strided", "transposed", "readonly", "misaligned"]
@@ -22,7 +23,7 @@ AFFINE_SHAPES = [  # (N, D, M)
     (1, 1, 1), (1, 3, 7), (3, 7, 17), (17, 33, 65), (65, 17, 3), (7, 1, 33), (100, 784, 50), (0, 7, 3), (5, 0, 3),
 ]
 ANY_SHAPES = [(1,), (7,), (1, 1), (3, 17), (33, 65), (0, 7), (2, 3, 5), ()]
-SOFTMAX_SHAPES = [(1, 1), (1, 10), (3, 7), (17, 33), (65, 3), (100, 10), (0, 10)]
+SOFTMAX_SHAPES = [(1, 1), (1, 10), (3, 7), (17, 33), (65, 3), (100, 10), (0, 10), (4, 1003)]
 
 
 def over(shapes, layouts=LAYOUTS):
@@ -98,6 +99,32 @@ def assert_product(actual, expected, magnitude, K, dtype):
 def fresh(result, *inputs):
     for arr in inputs:
         assert not np.shares_memory(result, arr)
+
+
+# ---------------------------------------------------------------------------- exp
+
+
+@numba.njit
+def _exp_each(x, out):
+    for i in range(x.shape[0]):
+        out[i] = nk._exp(x[i])
+
+
+def numba_exp(x):
+    out = np.empty_like(x)
+    _exp_each(x, out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_ulp_sweep(dtype):
+    # float64: the Taylor polynomial without FMA rounds last-bit differently more often than float32
+    assert_exp_within_ulps(numba_exp, dtype, min_exact=0.9 if dtype == np.float32 else 0.85)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_special_values(dtype):
+    assert_exp_special_values(numba_exp, dtype)
 
 
 # ---------------------------------------------------------------------------- Affine
@@ -301,6 +328,26 @@ def test_softmax_large_and_non_finite(dtype):
     y = nk.softmax(x)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
     assert np.isnan(y[1]).all()  # a row with +inf is NaN, like the reference
+    assert_elementwise(y, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("column", [0, 5, 7, 8, 15, 16, 18])
+def test_softmax_non_finite_in_any_column(dtype, column):
+    """Rows of 19: the row maximum runs eight lanes over 16 columns, then a tail of 3."""
+    rng = np.random.default_rng(column)
+    x = logits((6, 19), dtype, rng)
+    x[0, column] = np.nan
+    x[1, column] = np.inf
+    x[2, column] = -np.inf
+    x[3, column] = 50.0  # the maximum, in this column
+    x[4, :] = -np.inf
+    x[5, column] = np.finfo(dtype).max
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = ref.softmax(x)
+    y = nk.softmax(x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert np.isnan(y[[0, 1, 4]]).all()
     assert_elementwise(y, expected, dtype)
 
 
