@@ -61,9 +61,11 @@ REMOVED_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MALLOC_VARS = {"MALLOC_TRIM_THRESHOLD_": "1073741824", "MALLOC_TOP_PAD_": "67108864",
                "MALLOC_MMAP_THRESHOLD_": "1073741824"}
 
-# The machine's limits, as measured by the project (2 cores, AVX-512).
-PEAK_GFLOPS = {"float32": 467.0, "float64": 233.0}
-BANDWIDTH_GBS = 40.0  # normal stores; ~55 GB/s with non-temporal stores
+# "% peak" divides by the FMA rate of bpfast's kernel path measured at the start of the run
+# (measure_peak); without the compiled core, by these nominal figures (a 2-core AVX-512 machine).
+NOMINAL_PEAK_GFLOPS = {"float32": 467.0, "float64": 233.0}
+PEAK_PROBE_S = 0.2  # per probe; the best of three per dtype
+BANDWIDTH_GBS = 40.0  # not measured: the nominal normal-store figure (~55 GB/s with non-temporal stores)
 LR = 0.1
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 BACKENDS = ("numpy", "numba", "cpp")
@@ -309,6 +311,23 @@ def one_hot(labels, classes, dtype):
     return t
 
 
+def measure_peak(bpfast):
+    """({dtype: GFLOP/s}, how it was obtained): the FMA rate of bpfast's kernel path on its threads
+    (independent FMAs through the GEMM microkernel's vectors, best of three probes), or the nominal
+    figures when the compiled core is not loaded."""
+    try:
+        from bpfast import _core
+    except ImportError:
+        return dict(NOMINAL_PEAK_GFLOPS), "nominal: no compiled core to measure with"
+    peak = {dt: max(_core._peak_gflops(dt, PEAK_PROBE_S) for _ in range(3)) for dt in ("float32", "float64")}
+    info = bpfast.info()
+    how = (
+        f"measured: independent FMAs on the {info.get('kernel_path')} path, {info.get('num_threads')} threads, "
+        f"best of three {PEAK_PROBE_S} s probes"
+    )
+    return peak, how
+
+
 # ----------------------------------------------------------------------------- the harness
 
 
@@ -358,6 +377,10 @@ class Harness:
                 f"bench: WARNING: load average {self.load_before[0]:.1f} on {os.cpu_count()} cores: other work is running; "
                 "multi-threaded variants suffer most (a thread waits for a descheduled partner), so trust ratios of mins over medians"
             )
+        self.peak, self.peak_source = measure_peak(self.bpfast)
+        self.log(
+            f"bench: peak {self.peak['float32']:.0f} GFLOP/s float32, {self.peak['float64']:.0f} float64 ({self.peak_source})"
+        )
         try:
             for case in cases:
                 self.run_case(case)
@@ -776,7 +799,8 @@ class Harness:
             "versions": versions,
             "bpfast_path": str(bpfast_dir),
             "bpfast_info": info,
-            "peak_gflops": PEAK_GFLOPS,
+            "peak_gflops": self.peak,
+            "peak_source": self.peak_source,
             "bandwidth_gbs": BANDWIDTH_GBS,
             "peers": {name: peer.about for name, peer in (self.peers or {}).items() if not peer.skip},
         }
@@ -804,7 +828,7 @@ class Harness:
                     )
                     if case.flops:
                         row["gflops"] = case.flops / med / 1e9
-                        row["pct_peak"] = 100 * row["gflops"] / PEAK_GFLOPS[case.dtype]
+                        row["pct_peak"] = 100 * row["gflops"] / self.peak[case.dtype]
                     if case.nbytes:
                         row["gbs"] = case.nbytes / med / 1e9
                         row["pct_bandwidth"] = 100 * row["gbs"] / BANDWIDTH_GBS
@@ -939,8 +963,8 @@ def render_markdown(doc):
         f"{doc['date']}, `{doc['command']}`, {doc['total_seconds']:.0f} s.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; OpenBLAS kernels: {m['openblas_core']}. "
-        f"Peak {m['peak_gflops']['float32']:.0f} GFLOP/s float32, {m['peak_gflops']['float64']:.0f} float64; "
-        f"memory {m['bandwidth_gbs']:.0f} GB/s.",
+        f"Peak {m['peak_gflops']['float32']:.0f} GFLOP/s float32, {m['peak_gflops']['float64']:.0f} float64 "
+        f"({m['peak_source']}); memory {m['bandwidth_gbs']:.0f} GB/s (nominal, not measured).",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + "."
         + "".join(f" {name} threads: {about['threads']}." for name, about in m["peers"].items() if about.get("threads")),

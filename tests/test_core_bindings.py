@@ -313,6 +313,9 @@ BAD_INPUTS = [
     ("xent no classes", lambda: _core.softmax_xent_forward(np.ones((2, 0)), np.ones((2, 0))), ValueError, "no classes"),
     ("softmax 0-D", lambda: _core.softmax(np.ones(())), ValueError, "at least one axis"),
     ("object dtype", lambda: _core.relu_forward(np.array([None, 1])), TypeError, "object"),
+    ("peak dtype", lambda: _core._peak_gflops("float16"), ValueError, "'float32' or 'float64', not 'float16'"),
+    ("peak no time", lambda: _core._peak_gflops("float32", 0.0), ValueError, r"seconds must be in \(0, 60\]"),
+    ("peak NaN time", lambda: _core._peak_gflops("float64", float("nan")), ValueError, r"seconds must be in \(0, 60\]"),
 ]
 
 
@@ -332,6 +335,15 @@ def test_info_describes_build_and_path():
     assert info["kernel_path"] in info["kernel_paths_compiled"]
     assert info["num_threads"] == _core.get_num_threads() >= 1
     assert "-march=native" not in str(info["build_flags"]) and "fast-math" not in str(info["build_flags"])
+
+
+def test_peak_gflops_measures_the_fma_rate(cpu_path):
+    """The benchmarks' peak: finite, positive, float32 about twice float64 (twice the lanes per
+    vector, the same FMAs); best of three, as the machine may be busy."""
+    f32 = max(_core._peak_gflops("float32", 0.03) for _ in range(3))
+    f64 = max(_core._peak_gflops("float64", 0.03) for _ in range(3))
+    assert 0.5 < f64 < f32 < 1e6
+    assert 1.5 < f32 / f64 < 2.7, (f32, f64)
 
 
 def run_with_cpu_env(value):

@@ -245,7 +245,8 @@ def test_unknown_cpu_path_is_harmless(value):
 
 def test_entry_points_are_all_covered():
     """A new binding must join ENTRY_POINTS (or the list of hooks below, with a reason)."""
-    hooks = {"info", "get_num_threads", "set_num_threads", "_set_cpu_path", "_gemm_backend", "_pool_selftest", "_set_blas_gemm"}
+    hooks = {"info", "get_num_threads", "set_num_threads", "_set_cpu_path", "_gemm_backend", "_pool_selftest", "_set_blas_gemm",
+             "_peak_gflops"}
     public = {name for name in dir(_core) if callable(getattr(_core, name)) and not name.startswith("__")}
     public -= {"NotInPlaceError"}
     assert public - hooks == {entry.name for entry in ENTRY_POINTS}
@@ -256,6 +257,14 @@ def test_entry_points_are_all_covered():
 def test_pool_selftest_refuses_bad_counts(args):
     with pytest.raises((TypeError, ValueError)):
         _core._pool_selftest(*args)
+
+
+@pytest.mark.parametrize(
+    "args", [("float32", -1.0), ("float32", 1e9), ("float32", float("inf")), ("float64", "0.1"), (None,), ("f", 0.1), (np.float32, 0.1)]
+)
+def test_peak_gflops_refuses_bad_arguments(args):
+    with pytest.raises((TypeError, ValueError)):
+        _core._peak_gflops(*args)
 
 
 @pytest.mark.parametrize("value", ["yes", 12345, None, [1]])

@@ -1,8 +1,11 @@
-// Bindings that describe the build and the CPU: info(), the thread count, and the
-// _set_cpu_path test hook.
+// Bindings that describe the build and the CPU: info(), the thread count, the FMA rate the
+// benchmarks divide by (_peak_gflops), and the _set_cpu_path test hook.
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <thread>
@@ -54,6 +57,43 @@ py::dict info() {
     return d;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The active path's FMA rate on num_threads() threads, in GFLOP/s: independent FMAs through the
+// microkernel's vectors (KernelTable::fma_probe_*) for about `seconds`, in 8 chunks per thread so
+// that a thread slowed by the machine does not leave the other idle.
+double peak_gflops(const std::string& dtype, double seconds) {
+    if (dtype != "float32" && dtype != "float64")
+        throw py::value_error("_peak_gflops: dtype must be 'float32' or 'float64', not '" + dtype + "'");
+    if (!(seconds > 0 && seconds <= 60))
+        throw py::value_error("_peak_gflops: seconds must be in (0, 60], got " + std::to_string(seconds));
+    const KernelTable& kernels = active_kernels();
+    const auto probe = dtype == "float32" ? kernels.fma_probe_f32 : kernels.fma_probe_f64;
+    py::gil_scoped_release release;
+    double sink = 0;
+    std::int64_t steps = 1 << 12;  // calibrated on this thread: at least 2 ms
+    double elapsed = 0;
+    for (;;) {
+        const auto t0 = std::chrono::steady_clock::now();
+        probe(steps, &sink);
+        elapsed = seconds_since(t0);
+        if (elapsed >= 2e-3 || steps >= (std::int64_t(1) << 40)) break;
+        steps *= 4;
+    }
+    const int threads = num_threads();
+    const std::ptrdiff_t chunks = 8 * std::ptrdiff_t(threads);
+    const double steps_per_second = double(steps) / (elapsed > 0 ? elapsed : 1e-9);
+    const auto chunk_steps =
+        static_cast<std::int64_t>(std::fmax(1.0, seconds * steps_per_second * threads / double(chunks)));
+    std::vector<double> sinks(static_cast<std::size_t>(chunks));
+    std::atomic<std::int64_t> flops{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(chunks, [&](std::ptrdiff_t c) { flops += probe(chunk_steps, &sinks[static_cast<std::size_t>(c)]); });
+    return double(flops.load()) / seconds_since(t0) / 1e9;
+}
+
 }  // namespace
 
 void register_info(py::module_& m) {
@@ -67,6 +107,9 @@ void register_info(py::module_& m) {
             set_num_threads(n);
         },
         py::arg("n"), "Use n threads (n >= 1) for the kernels from the next call on.");
+    m.def("_peak_gflops", &peak_gflops, py::arg("dtype"), py::arg("seconds") = 0.2,
+          "Benchmark hook: the FMA rate of the active kernel path on get_num_threads() threads, in GFLOP/s "
+          "('float32' or 'float64'; runs about `seconds`).");
     m.def(
         "_pool_selftest",
         [](std::ptrdiff_t n_chunks, int repeats, bool nested) {

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -922,11 +923,43 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     }
 }
 
+// The FMA rate this path could reach, for benchmarks: steps x kProbeChains independent
+// accumulations acc = acc * b + c, each through the microkernel's S::fma: enough chains in flight
+// to cover the latency of two FMA ports, few enough for the 16 vector registers of SSE2 and AVX2
+// (16 chains and their two operands spilled: 73 GFLOP/s float32 on one core with AVX2, 90 with
+// 12). Returns the floating-point operations done; the lanes' sum goes to *sink, so the loop
+// cannot be dropped.
+constexpr int kProbeChains = 12;
+
+template <class T>
+std::int64_t fma_probe(std::int64_t steps, double* sink) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    V acc[kProbeChains];
+#pragma GCC unroll 12
+    for (int i = 0; i < kProbeChains; ++i) acc[i] = S::set1(T(1) + T(i) * T(1e-3));
+    const V b = S::set1(T(0.999)), c = S::set1(T(1e-3));  // acc tends to 1: no overflow, no denormals
+    for (std::int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+        for (int i = 0; i < kProbeChains; ++i) acc[i] = S::fma(acc[i], b, c);
+    }
+    T lanes[W];
+    double sum = 0;
+    for (int i = 0; i < kProbeChains; ++i) {
+        S::storeu(lanes, acc[i]);
+        for (int l = 0; l < W; ++l) sum += double(lanes[l]);
+    }
+    *sink = sum;
+    return steps * kProbeChains * W * 2;
+}
+
 }  // namespace
 }  // namespace bpfast
 
-// Defines bpfast::gemm_<isa>::{sgemm, dgemm, mgemm, blocking} from the Blocking types SBlock
-// and DBlock that the including TU declares in namespace bpfast::gemm_<isa>.
+// Defines bpfast::gemm_<isa>::{sgemm, dgemm, mgemm, fma_probe_f32, fma_probe_f64, blocking} from
+// the Blocking types SBlock and DBlock that the including TU declares in namespace
+// bpfast::gemm_<isa>.
 #define BPFAST_DEFINE_GEMM_ISA(isa, DESCRIPTION)                                                       \
     namespace bpfast::gemm_##isa {                                                                   \
     void sgemm(float* C, const float* A, const float* B, std::ptrdiff_t M, std::ptrdiff_t N,          \
@@ -941,5 +974,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep) {            \
         gemm_blocked<double, DBlock>(C, A, B, M, N, K, trans_a, trans_b, ep);                        \
     }                                                                                                \
+    std::int64_t fma_probe_f32(std::int64_t steps, double* sink) { return fma_probe<float>(steps, sink); }   \
+    std::int64_t fma_probe_f64(std::int64_t steps, double* sink) { return fma_probe<double>(steps, sink); } \
     const char* const blocking = DESCRIPTION;                                                        \
     }

@@ -18,8 +18,9 @@
 namespace bpfast {
 namespace {
 
-#define BPFAST_KERNEL_TABLE(isa) \
-    KernelTable{#isa, gemm_##isa::sgemm, gemm_##isa::dgemm, gemm_##isa::mgemm, gemm_##isa::blocking}
+#define BPFAST_KERNEL_TABLE(isa)                                                              \
+    KernelTable{#isa, gemm_##isa::sgemm, gemm_##isa::dgemm, gemm_##isa::mgemm,                  \
+                gemm_##isa::fma_probe_f32, gemm_##isa::fma_probe_f64, gemm_##isa::blocking}
 
 const KernelTable generic_table = BPFAST_KERNEL_TABLE(generic);
 #if BPFAST_HAVE_AVX2

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ struct KernelTable {
     GemmKernel<float> sgemm;
     GemmKernel<double> dgemm;
     GemmKernel<double, float> mgemm;  // float A, double B and C
+    // steps of independent FMAs through the microkernel's vectors, on the calling thread;
+    // returns the floating-point operations done (the benchmarks' peak, see _peak_gflops)
+    std::int64_t (*fma_probe_f32)(std::int64_t steps, double* sink);
+    std::int64_t (*fma_probe_f64)(std::int64_t steps, double* sink);
     const char* blocking;  // register and cache blocks, for info()
 };
 

@@ -98,6 +98,8 @@ int gemm_threads();
                std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep);            \
     void mgemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,       \
                std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep);            \
+    std::int64_t fma_probe_f32(std::int64_t steps, double* sink);                                   \
+    std::int64_t fma_probe_f64(std::int64_t steps, double* sink);                                   \
     extern const char* const blocking;                                                              \
     }
 BPFAST_DECLARE_GEMM_ISA(generic)
