@@ -14,7 +14,8 @@ wheel .`); its object files are classified by name: *_avx2.cpp.o and *_avx512.cp
 per-ISA translation units, every other object is baseline. Rules:
 
 - ISA objects define no global or weak symbol other than their entry points
-  (bpfast::gemm_<isa>::..., bpfast::ops_<isa>::table), have no COMDAT groups, and have no
+  (bpfast::gemm_<isa>::{sgemm, dgemm, mgemm, fma_probe_f32, fma_probe_f64, blocking},
+  bpfast::ops_<isa>::table), have no COMDAT groups, and have no
   .init_array/.ctors/.fini_array (no code that runs at load or exit). AVX2 objects hold VEX
   code and no EVEX (AVX-512) instruction; AVX-512 objects hold EVEX code (so the flags did
   apply).
@@ -91,7 +92,7 @@ def isa_counts(path: Path) -> Counter:
 
 
 def check_isa_object(path: Path, isa: str, problems: list[str]) -> Counter:
-    entry = re.compile(rf"^bpfast::(gemm_{isa}::([sdm]gemm\(|blocking$)|ops_{isa}::table$)")
+    entry = re.compile(rf"^bpfast::(gemm_{isa}::([sdm]gemm\(|fma_probe_f(32|64)\(|blocking$)|ops_{isa}::table$)")
     for line in run("nm", "-C", "--defined-only", "-g", str(path)).splitlines():
         kind, name = line.split(" ", 2)[1:]
         if kind in "VWuiv" or not entry.match(name):
