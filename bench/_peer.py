@@ -7,7 +7,8 @@ protocol: one JSON object per line on stdin, one answer per line on stdout.
 
     -> {"cmd": "setup", "kind": k, "npz": path, "lr": 0.1}
                                                   kind "step": load x, t, W1, b1, W2, b2 (initial
-                                                  weights); kind "softmax": load x
+                                                  weights); kind "softmax": load x; kind "gemm"
+                                                  (PyTorch only): load a, b, trans_a, trans_b
     <- {"ok": true}
     -> {"cmd": "validate", "out": path}           one call from the initial state; save its
     <- {"ok": true}                               outputs to out (.npz), then reset
@@ -45,7 +46,7 @@ def serve(load_library, models) -> None:
     ``load_library()`` returns a dict (name, version, threads) or raises ImportError.
     ``models[kind](arrays, lr)`` returns an object with ``validate() -> dict of numpy arrays``
     (for a step: grads ``dW1``... and new params ``W1``...; the model is reset afterwards; for
-    softmax: ``y``) and ``step()`` (one call, finished when it returns).
+    softmax: ``y``; for a product: ``c``) and ``step()`` (one call, finished when it returns).
     """
     try:
         about = load_library()

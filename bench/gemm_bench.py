@@ -1,14 +1,20 @@
-"""bpfast's GEMM against NumPy's np.dot (OpenBLAS), interleaved, in one process.
+"""bpfast's GEMM against NumPy's np.dot (OpenBLAS) and PyTorch's torch.mm (MKL), interleaved.
 
 Usage: python bench/gemm_bench.py [--rounds R] [--quick] [--shapes NAME ...] [--threads T]
+                                  [--dtypes float32 float64 mixed] [--no-peers]
 
 Re-executes itself without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (so OpenBLAS picks its own
-kernels: "OpenBLAS auto") and with a large malloc trim threshold / top pad (fresh pages are
-not what is measured). Every variant is checked against np.dot before timing. Each round
-times every (shape, variant) once, in turn; a timing is the best of a few back-to-back calls
-sized to ~20 ms. Reports min and median GFLOP/s over rounds, the ratio bpfast/np.dot of
-mins and of medians, and % of the peak measured at the start (_core._peak_gflops: independent
-FMAs on bpfast's kernel path and threads, best of three).
+kernels: "OpenBLAS auto") and with bench/run.py's malloc settings (fresh pages are not what is
+measured). torch.mm, when PyTorch is installed, runs in a process of its own (peers_torch.py,
+through _peer.py's protocol; its thread pool would otherwise spin on our cores): the product
+that PyTorch's Linear layers run, so steps C and D of bench/run.py can be read product by
+product. It takes float32 and float64 (no mixed dtypes). Every variant is checked against
+np.dot first. A shape's rounds run back to back; each round times every variant once, in an
+order that rotates; a sample is the mean of back-to-back calls lasting ~20 ms, after ~5 ms of
+untimed ones. Reports GFLOP/s from the min (median) sample, the time ratios numpy/bpfast and
+torch/bpfast of medians (of mins), and % of the peak measured at the start
+(_core._peak_gflops: independent FMAs on bpfast's kernel path and threads, best of three).
+Exits 1 when a variant disagrees with np.dot.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from run import MALLOC_VARS, REMOVED_VARS  # the environment bench/run.py times in
+from run import MALLOC_VARS, PEER_QUIET_S, REMOVED_VARS, Peer, rotated  # bench/run.py's environment and peers
 
 if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
     any(var in os.environ for var in REMOVED_VARS) or any(os.environ.get(k) != v for k, v in MALLOC_VARS.items())
@@ -30,7 +38,7 @@ if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
 
 import numpy as np  # noqa: E402
 
-from _quiet import wait_for_quiet_threads  # noqa: E402
+from _quiet import wait_for_quiet_threads, warm_up  # noqa: E402
 from bpfast import _core  # noqa: E402
 
 # name: (M, N, K, trans_a, trans_b) for C = op(A)·op(B); A float32 when mixed
@@ -59,6 +67,10 @@ QUICK = ["sq1024", "fwd 100x784x50", "dW 784x100x50 (xT.dout)", "dx 100x50x784 (
          "C fwd 1024x784x1024", "tiny 4x4x4"]
 
 
+SAMPLE_S = 0.02  # seconds of back-to-back calls per sample
+WARM_S = 0.005  # untimed calls before each sample
+
+
 def operands(M, N, K, ta, tb, dtype, mixed):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32 if mixed else dtype)
@@ -66,35 +78,74 @@ def operands(M, N, K, ta, tb, dtype, mixed):
     return a, b
 
 
-def variants(M, N, K, ta, tb, dtype, mixed):
-    a, b = operands(M, N, K, ta, tb, dtype, mixed)
-    at, bt = (a.T if ta else a), (b.T if tb else b)  # NumPy gets the same transposed views
-    yield "numpy", (lambda: np.dot(at, bt)), (at, bt)
-    yield "bpfast", (lambda: _core._gemm(a, b, None, ta, tb)), (at, bt)
+def local_sampler(f):
+    """sample(reps): the mean seconds of ``reps`` back-to-back calls of f, after WARM_S of untimed ones."""
+
+    def sample(reps):
+        warm_up(f, WARM_S)
+        start = time.perf_counter()
+        for _ in range(reps):
+            f()
+        return (time.perf_counter() - start) / reps
+
+    return sample
 
 
-def time_call(f, reps):
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def start_torch(threads):
+    """The PyTorch worker (peers_torch.py), or (None, why not)."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    tmp = tempfile.TemporaryDirectory()
+    peer = Peer("torch", env, tmp.name)
+    peer.tmp = tmp  # kept as long as the worker
+    if peer.skip:
+        peer.close()
+        return None, str(peer.skip)
+    return peer, f"torch {peer.about.get('version', '')}, {peer.about.get('threads')} threads"
+
+
+def agrees(out, ref, dtype, K):
+    tol = 1e-3 if dtype == np.float32 else 1e-9
+    scale = np.sqrt(K) * (np.abs(ref).max() if ref.size else 1)
+    return out.shape == ref.shape and bool(np.allclose(out, ref, rtol=tol, atol=tol * scale))
+
+
+def ratio(times, other):
+    """(median, min) time ratios other/bpfast, or None without ``other``."""
+    if other not in times:
+        return None
+    t, b = times[other], times["bpfast"]
+    return statistics.median(t) / statistics.median(b), min(t) / min(b)
+
+
+def fmt_ratio(r):
+    return f"{r[0]:5.2f} ({r[1]:4.2f})" if r else f"{'-':>12s}"
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--shapes", nargs="*")
+    ap.add_argument("--shapes", nargs="*", choices=list(SHAPES), metavar="SHAPE")
     ap.add_argument("--threads", type=int)
-    ap.add_argument("--dtypes", nargs="*", default=["float32", "float64", "mixed"])
+    ap.add_argument("--dtypes", nargs="*", default=["float32", "float64", "mixed"], choices=["float32", "float64", "mixed"])
+    ap.add_argument("--no-peers", action="store_true", help="without PyTorch's torch.mm")
     args = ap.parse_args()
     if args.threads:
         _core.set_num_threads(args.threads)
     peak = {dt: max(_core._peak_gflops(dt, 0.2) for _ in range(3)) for dt in ("float32", "float64")}
+    torch, torch_about = (None, "--no-peers") if args.no_peers else start_torch(args.threads)
     names = args.shapes or (QUICK if args.quick else list(SHAPES))
-    cases = []
+    print(f"threads={_core.get_num_threads()} path={_core.info()['kernel_path']} gemm={_core.info()['gemm']} "
+          f"rounds={args.rounds}; torch.mm: {torch_about}; GFLOP/s of the min (median) sample; "
+          f"ratio = other's time / bpfast's, of medians (of mins); "
+          f"peak {peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64 (measured)")
+    print(f"{'shape':26s} {'dtype':8s} {'bpfast':>15s} {'numpy':>15s} {'torch':>15s} {'numpy/bpfast':>12s} "
+          f"{'torch/bpfast':>12s} {'%peak':>6s}")
+    failed = []
     for name in names:
         M, N, K, ta, tb = SHAPES[name]
         for dt in args.dtypes:
@@ -102,37 +153,49 @@ def main():
             dtype = np.float64 if mixed else np.dtype(dt).type
             if mixed and M * N * K > 2048**3 // 4:
                 continue
-            vs = list(variants(M, N, K, ta, tb, dtype, mixed))
-            ref = vs[0][1]()
-            for vname, f, (at, bt) in vs:
-                out = f()
-                tol = 1e-3 if dtype == np.float32 else 1e-9
-                scale = np.sqrt(K) * (np.abs(ref).max() if ref.size else 1)
-                assert out.shape == ref.shape and np.allclose(out, ref, rtol=tol, atol=tol * scale), (name, dt, vname)
-            t = time_call(vs[1][1], 3)
-            reps = int(min(max(0.02 / max(t, 1e-7), 3), 2000))
-            cases.append((name, dt, M, N, K, vs, reps))
-    times = {(c[0], c[1], v[0]): [] for c in cases for v in c[5]}
-    for _ in range(args.rounds):
-        for name, dt, M, N, K, vs, reps in cases:
-            for vname, f, _ops in vs:
-                times[(name, dt, vname)].append(time_call(f, reps))
-                if vname == "numpy":
-                    wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s after a call: not on our time
-    print(f"threads={_core.get_num_threads()} path={_core.info()['kernel_path']} gemm={_core.info()['gemm']} "
-          f"rounds={args.rounds}; GFLOP/s min-time (median-time); ratio = numpy time / bpfast time; "
-          f"peak {peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64 (measured)")
-    print(f"{'shape':26s} {'dtype':8s} {'bpfast':>16s} {'numpy':>16s} {'ratio min':>9s} {'ratio med':>9s} {'%peak':>6s}")
-    for name, dt, M, N, K, vs, reps in cases:
-        flop = 2.0 * M * N * K
-        tb_, tn = times[(name, dt, "bpfast")], times[(name, dt, "numpy")]
-        gb = flop / min(tb_) / 1e9
-        gbm = flop / statistics.median(tb_) / 1e9
-        gn = flop / min(tn) / 1e9
-        gnm = flop / statistics.median(tn) / 1e9
-        print(f"{name:26s} {dt:8s} {gb:7.1f} ({gbm:6.1f}) {gn:7.1f} ({gnm:6.1f}) {min(tn) / min(tb_):9.2f} "
-              f"{statistics.median(tn) / statistics.median(tb_):9.2f} {100 * gb / peak['float32' if dt == 'float32' else 'float64']:5.0f}%")
+            a, b = operands(M, N, K, ta, tb, dtype, mixed)
+            at, bt = (a.T if ta else a), (b.T if tb else b)  # NumPy gets the same transposed views
+            calls = {"numpy": lambda: np.dot(at, bt), "bpfast": lambda: _core._gemm(a, b, None, ta, tb)}
+            ref = calls["numpy"]()
+            samplers = {}
+            for vname, f in calls.items():
+                if not agrees(f(), ref, dtype, K):
+                    failed.append(f"{name} {dt} {vname}")
+                samplers[vname] = local_sampler(f)
+            if torch and not mixed:
+                arrays = {"a": a, "b": b, "trans_a": np.array(ta), "trans_b": np.array(tb)}
+                remote = torch.variant(f"gemm-{M}x{N}x{K}-{dt}", arrays, kind="gemm")
+                if not agrees(remote.check()["c"], ref, dtype, K):
+                    failed.append(f"{name} {dt} torch")
+                samplers["torch"] = lambda reps, remote=remote: remote.run(reps, WARM_S) / reps
+            t0 = time.perf_counter()
+            calls["bpfast"]()
+            reps = int(min(max(SAMPLE_S / max(time.perf_counter() - t0, 1e-7), 1), 2000))
+            times = {vname: [] for vname in samplers}
+            for r in range(args.rounds):
+                for vname in rotated(list(samplers), r):
+                    times[vname].append(samplers[vname](reps))
+                    if vname == "numpy":
+                        wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s after a call: not on our time
+                    elif vname == "torch":
+                        time.sleep(PEER_QUIET_S)
+            flop = 2.0 * M * N * K
+
+            def gflops(vname):
+                if vname not in times:
+                    return f"{'-':>15s}"
+                return f"{flop / min(times[vname]) / 1e9:6.1f} ({flop / statistics.median(times[vname]) / 1e9:6.1f})"
+
+            pct = 100 * flop / min(times["bpfast"]) / 1e9 / peak["float32" if dt == "float32" else "float64"]
+            print(f"{name:26s} {dt:8s} {gflops('bpfast')} {gflops('numpy')} {gflops('torch')} "
+                  f"{fmt_ratio(ratio(times, 'numpy')):>12s} {fmt_ratio(ratio(times, 'torch')):>12s} {pct:5.0f}%",
+                  flush=True)
+    if torch:
+        torch.close()
+    for what in failed:
+        print(f"FAILED: {what} disagrees with np.dot")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -80,5 +80,26 @@ class Softmax:
         return {"y": self.softmax(self.x, dim=1).numpy()}
 
 
+class Gemm:
+    """torch.mm(op(a), op(b)) into a preallocated result: the product (MKL's) under PyTorch's Linear
+    layers. ``trans_a`` / ``trans_b`` say whether op() transposes (a view, as NumPy's ``.T``)."""
+
+    def __init__(self, arrays, lr):
+        import torch
+
+        a, b = torch.from_numpy(arrays["a"]), torch.from_numpy(arrays["b"])
+        self.a = a.t() if bool(arrays["trans_a"]) else a
+        self.b = b.t() if bool(arrays["trans_b"]) else b
+        self.out = torch.empty(self.a.shape[0], self.b.shape[1], dtype=a.dtype)
+        self.mm = torch.mm
+
+    def step(self):
+        self.mm(self.a, self.b, out=self.out)
+
+    def validate(self):
+        self.step()
+        return {"c": self.out.numpy().copy()}
+
+
 if __name__ == "__main__":
-    serve(load_library, {"step": Model, "softmax": Softmax})
+    serve(load_library, {"step": Model, "softmax": Softmax, "gemm": Gemm})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import statistics
 import sys
 
 import numpy as np
@@ -339,11 +340,11 @@ def test_info_describes_build_and_path():
 
 def test_peak_gflops_measures_the_fma_rate(cpu_path):
     """The benchmarks' peak: finite, positive, float32 about twice float64 (twice the lanes per
-    vector, the same FMAs); best of three, as the machine may be busy."""
-    f32 = max(_core._peak_gflops("float32", 0.03) for _ in range(3))
-    f64 = max(_core._peak_gflops("float64", 0.03) for _ in range(3))
-    assert 0.5 < f64 < f32 < 1e6
-    assert 1.5 < f32 / f64 < 2.7, (f32, f64)
+    vector, the same FMAs). The machine may be busy: the two dtypes are probed in turn, five
+    rounds, and the ratio taken per round (the same spell of load on both), then its median."""
+    rounds = [(_core._peak_gflops("float32", 0.03), _core._peak_gflops("float64", 0.03)) for _ in range(5)]
+    assert all(0.5 < f64 < 1e6 and 0.5 < f32 < 1e6 for f32, f64 in rounds), rounds
+    assert 1.5 < statistics.median(f32 / f64 for f32, f64 in rounds) < 2.7, rounds
 
 
 def run_with_cpu_env(value):

@@ -1,0 +1,32 @@
+"""bench/gemm_bench.py: every variant checked against np.dot, then timed and reported per shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_python
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gemm_bench.py"
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="bench/ is not beside the tests (not a checkout)")
+def test_gemm_bench_reports_every_shape_and_dtype():
+    pytest.importorskip("bpfast._core", reason="the GEMM benchmark times the compiled core")
+    shapes = ["tiny 4x4x4", "dW2 50x100x10"]
+    result = run_python([str(SCRIPT), "--shapes", *shapes, "--rounds", "2", "--no-peers"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "torch.mm: --no-peers" in result.stdout
+    rows = {}
+    for line in result.stdout.splitlines():
+        for shape in shapes:
+            if line.startswith(shape + " "):
+                # dtype, GFLOP/s min and median of bpfast, numpy, torch, then the two ratios, %peak
+                fields = line[len(shape) :].replace("(", " ").replace(")", " ").split()
+                rows[(shape, fields[0])] = fields[1:]
+    assert set(rows) == {(s, d) for s in shapes for d in ("float32", "float64", "mixed")}, result.stdout
+    for fields in rows.values():
+        bpfast, numpy = [float(x) for x in fields[0:2]], [float(x) for x in fields[2:4]]
+        assert min(bpfast) > 0 and min(numpy) > 0, fields
+        assert fields[4] == "-" and fields[7] == "-", fields  # no torch.mm without the peer
+        assert float(fields[5]) > 0 and fields[8].endswith("%"), fields
