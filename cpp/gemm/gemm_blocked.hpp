@@ -661,6 +661,13 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // Few rows and many columns (dout·W^T in backprop): the threads split the columns, and each
     // chunk packs its own panels of op(B), so that no packed block crosses from core to core.
     const bool col_split = threads > 1 && round_up(M, MR) <= B::mc && ceil_div(N, NR) >= 2 * target;
+    // ... and with op(B) transposed, each chunk transposes its panels as it packs them: then one
+    // chunk per thread, all rows, so that no panel is transposed twice. Measured, 2 threads,
+    // medians (two builds, alternating processes), us: (100,50)·(784,50)^T float32 50.2 -> 41.3,
+    // float64 82.7 -> 69.2, float64 from float32 81.1 -> 59.9, (100,100)·(1024,100)^T 91.1 ->
+    // 76.5, (100,1024)·(2048,1024)^T 2358 -> 1891. (Row-major op(B), copied as it is packed,
+    // keeps the smaller chunks: (100,50)·(50,784) 37.2 -> 39.5, (32,512)·(512,4096) 691 -> 766.)
+    const bool col_split_whole = col_split && b_j != 1;
     // Half-height chunks when threads share the rows: a core stalled by the machine then holds
     // back at most a shorter chunk (measured: 2-8% on the median of 1024-2048-row products).
     // A layer three vectors wide and a few columns more (the book's hidden layer: 50 = 3*16 + 2
@@ -676,7 +683,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     const bool wide_layer = B::wr > 0 && b_j == 1 && N / W == 3 && N % W <= kEdgeMax && K >= 4 * W &&
                             (a_k == 1 || K * N * ptrdiff_t(sizeof(T)) <= kWideBInPlaceBytes);
     const ptrdiff_t chunk_rows = wide_layer ? B::wr : MR;
-    ptrdiff_t mc = min_of(threads > 1 ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
+    ptrdiff_t mc = min_of(threads > 1 && !col_split_whole ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
     // Rows too few for `target` full chunks: `target` chunks of equal height (at least MR / 2), a
     // tile each or a few, so that the threads get the same rows. Rounded up to whole tiles, 100
     // rows were 7 x 14 + 2, and one thread ran 56 of them: affine_forward (100,784)·(784,50)
@@ -716,7 +723,9 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         const ptrdiff_t nc = min_of(nc_cap, N - jc);
         const ptrdiff_t n_panels = ceil_div(nc, NR);
         const ptrdiff_t kb_stride = n_panels * NR * kc_max;  // elements per packed K block
-        const ptrdiff_t n_jg = (n_ic >= target || wide_layer) ? 1 : min_of(n_panels, ceil_div(target, n_ic));
+        const ptrdiff_t n_jg = (n_ic >= target || wide_layer) ? 1
+                               : col_split_whole          ? min_of(n_panels, ptrdiff_t(threads))
+                                                          : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
         // Few column panels: packing A would cost more than reading it in place. A float A for a
         // double product is never widened as it is broadcast (that puts a convert and a shuffle on
