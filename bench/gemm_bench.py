@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import MALLOC_VARS, PEER_QUIET_S, REMOVED_VARS, Peer, rotated  # bench/run.py's environment and peers
+from run import MALLOC_VARS, REMOVED_VARS, Peer, rotated  # bench/run.py's environment and peers
 
 if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
     any(var in os.environ for var in REMOVED_VARS) or any(os.environ.get(k) != v for k, v in MALLOC_VARS.items())
@@ -167,6 +167,7 @@ def main():
                 remote = torch.variant(f"gemm-{M}x{N}x{K}-{dt}", arrays, kind="gemm")
                 if not agrees(remote.check()["c"], ref, dtype, K):
                     failed.append(f"{name} {dt} torch")
+                # (its run() sleeps after the sample, while the worker's pool goes quiet)
                 samplers["torch"] = lambda reps, remote=remote: remote.run(reps, WARM_S) / reps
             t0 = time.perf_counter()
             calls["bpfast"]()
@@ -177,8 +178,6 @@ def main():
                     times[vname].append(samplers[vname](reps))
                     if vname == "numpy":
                         wait_for_quiet_threads()  # OpenBLAS spins ~0.1 s after a call: not on our time
-                    elif vname == "torch":
-                        time.sleep(PEER_QUIET_S)
             flop = 2.0 * M * N * K
 
             def gflops(vname):
