@@ -13,7 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gemm_bench.py"
 @pytest.mark.skipif(not SCRIPT.is_file(), reason="bench/ is not beside the tests (not a checkout)")
 def test_gemm_bench_reports_every_shape_and_dtype():
     pytest.importorskip("bpfast._core", reason="the GEMM benchmark times the compiled core")
-    shapes = ["tiny 4x4x4", "dW2 50x100x10"]
+    # not the tiny shapes: their GFLOP/s print as 0.0 where the core is slow (a sanitized build)
+    shapes = ["small 32x64x32", "dW2 50x100x10"]
     result = run_python([str(SCRIPT), "--shapes", *shapes, "--rounds", "2", "--no-peers"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "torch.mm: --no-peers" in result.stdout
