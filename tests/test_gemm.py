@@ -28,6 +28,7 @@ SHAPES = (
     + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
     + [(600, 50, 784)]  # many rows past a row-major B: B packed beside an A read in place
     + [(45, 300, 70)]  # A packed from its rows: a short last panel, k past the last transposed block
+    + [(2, 600, 4096), (113, 5000, 16)]  # N in column blocks of equal width: after a long K; past the widest
     # three vectors wide and a few columns more (AVX-512: tiles of three vectors, then dot products):
     # 48-52 columns in float32, 24-26 in float64; (31, 50, 63) has too short a K for it
     + [(13, 48, 100), (37, 52, 70), (45, 26, 40), (9, 24, 33), (31, 50, 63)]
@@ -185,9 +186,11 @@ def test_results_do_not_depend_on_thread_count(cpu_path, kind):
     before = _core.get_num_threads()
     # The thread count decides whether a row-major B beside an A read in place is packed: on the
     # AVX-512 path (100, 50, 784) reads it in place on two threads and packs it on one; and the
-    # row chunks: (100, 64, 784) runs 13-row tiles on two threads, (20, 40, 300) 7-row ones
+    # row chunks: (100, 64, 784) runs 13-row tiles on two threads, (20, 40, 300) 7-row ones; N
+    # in column blocks: (2, 600, 4096) with columns split across the threads, (113, 5000, 16) rows
     shapes = [(300, 200, 500), (100, 50, 784), (600, 50, 784), (784, 50, 100), (100, 784, 50), (1, 2000, 300),
-              (2000, 3, 300), (300, 26, 200), (100, 64, 784), (20, 40, 300)] + NARROW_TRANSPOSED
+              (2000, 3, 300), (300, 26, 200), (100, 64, 784), (20, 40, 300), (2, 600, 4096),
+              (113, 5000, 16)] + NARROW_TRANSPOSED
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
             for M, N, K in shapes:
