@@ -12,8 +12,10 @@ product. It takes float32 and float64 (no mixed dtypes). Every variant is checke
 np.dot first. A shape's rounds run back to back; each round times every variant once, in an
 order that rotates; a sample is the mean of back-to-back calls lasting ~20 ms, after ~5 ms of
 untimed ones. Reports GFLOP/s from the min (median) sample, the time ratios numpy/bpfast and
-torch/bpfast of medians (of mins), and % of the peak measured at the start
-(_core._peak_gflops: independent FMAs on bpfast's kernel path and threads, best of three).
+torch/bpfast of medians (of mins), and % of the peak measured just before the row's rounds
+(_core._peak_gflops: independent FMAs on bpfast's kernel path and threads, best of three). The
+machine's FMA rate drifts with its other tenants: in one run, a single probe at the start read 6%
+under what later rows reached.
 Exits 1 when a variant disagrees with np.dot.
 """
 
@@ -69,6 +71,7 @@ QUICK = ["sq1024", "fwd 100x784x50", "dW 784x100x50 (xT.dout)", "dx 100x50x784 (
 
 SAMPLE_S = 0.02  # seconds of back-to-back calls per sample
 WARM_S = 0.005  # untimed calls before each sample
+PEAK_PROBE_S = 0.2  # seconds per FMA probe (best of three)
 
 
 def operands(M, N, K, ta, tb, dtype, mixed):
@@ -136,13 +139,17 @@ def main():
     args = ap.parse_args()
     if args.threads:
         _core.set_num_threads(args.threads)
-    peak = {dt: max(_core._peak_gflops(dt, 0.2) for _ in range(3)) for dt in ("float32", "float64")}
+    def measured_peak(dtype):
+        return max(_core._peak_gflops(dtype, PEAK_PROBE_S) for _ in range(3))
+
+    peak = {dt: measured_peak(dt) for dt in ("float32", "float64")}
     torch, torch_about = (None, "--no-peers") if args.no_peers else start_torch(args.threads)
     names = args.shapes or (QUICK if args.quick else list(SHAPES))
     print(f"threads={_core.get_num_threads()} path={_core.info()['kernel_path']} gemm={_core.info()['gemm']} "
           f"rounds={args.rounds}; torch.mm: {torch_about}; GFLOP/s of the min (median) sample; "
           f"ratio = other's time / bpfast's, of medians (of mins); "
-          f"peak {peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64 (measured)")
+          f"peak at the start {peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64 (measured; "
+          f"%peak divides by a probe just before each row)")
     print(f"{'shape':26s} {'dtype':8s} {'bpfast':>15s} {'numpy':>15s} {'torch':>15s} {'numpy/bpfast':>12s} "
           f"{'torch/bpfast':>12s} {'%peak':>6s}")
     failed = []
@@ -169,6 +176,7 @@ def main():
                     failed.append(f"{name} {dt} torch")
                 # (its run() sleeps after the sample, while the worker's pool goes quiet)
                 samplers["torch"] = lambda reps, remote=remote: remote.run(reps, WARM_S) / reps
+            row_peak = measured_peak("float32" if dt == "float32" else "float64")
             t0 = time.perf_counter()
             calls["bpfast"]()
             reps = int(min(max(SAMPLE_S / max(time.perf_counter() - t0, 1e-7), 1), 2000))
@@ -185,7 +193,7 @@ def main():
                     return f"{'-':>15s}"
                 return f"{flop / min(times[vname]) / 1e9:6.1f} ({flop / statistics.median(times[vname]) / 1e9:6.1f})"
 
-            pct = 100 * flop / min(times["bpfast"]) / 1e9 / peak["float32" if dt == "float32" else "float64"]
+            pct = 100 * flop / min(times["bpfast"]) / 1e9 / row_peak
             print(f"{name:26s} {dt:8s} {gflops('bpfast')} {gflops('numpy')} {gflops('torch')} "
                   f"{fmt_ratio(ratio(times, 'numpy')):>12s} {fmt_ratio(ratio(times, 'torch')):>12s} {pct:5.0f}%",
                   flush=True)
