@@ -28,7 +28,8 @@ SHAPES = (
     + [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (33, 65, 257), (129, 100, 63), (100, 50, 784), (100, 10, 50)]
     + [(600, 50, 784)]  # many rows past a row-major B: B packed beside an A read in place
     + [(45, 300, 70)]  # A packed from its rows: a short last panel, k past the last transposed block
-    + [(2, 600, 4096), (113, 5000, 16)]  # N in column blocks of equal width: after a long K; past the widest
+    # N in column blocks of equal width: a long K narrows the blocks; 5000 columns pass the widest
+    + [(2, 600, 4096), (113, 5000, 16)]
     # three vectors wide and a few columns more (AVX-512: tiles of three vectors, then dot products):
     # 48-52 columns in float32, 24-26 in float64; (31, 50, 63) has too short a K for it
     + [(13, 48, 100), (37, 52, 70), (45, 26, 40), (9, 24, 33), (31, 50, 63)]

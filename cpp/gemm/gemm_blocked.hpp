@@ -701,9 +701,9 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // block: a narrow last block costs every row chunk another pass over op(A) (packing it, when
     // transposed) for a few columns. (2048,2048)^T·(2048,1000) float32 was 992 + 8 columns, 5%
     // slower than 992 alone; measured, 2 threads, medians (alternating processes), ms:
-    // (2048,2048)^T·(2048,1000) 26.8 -> 26.0, ... ·(2048,1024) 27.6 -> 27.2, (2048,784)^T·(2048,2048)
-    // 21.7 -> 21.2, (4096,1024)^T·(4096,1000) 28.9 -> 28.4, float64 (2048,1024)^T·(2048,1000)
-    // 28.9 -> 28.7, 2048^3 level.
+    // (2048,2048)^T·(2048,1000) 26.8 -> 26.0, (2048,2048)^T·(2048,1024) 27.6 -> 27.2,
+    // (2048,784)^T·(2048,2048) 21.7 -> 21.2, (4096,1024)^T·(4096,1000) 28.9 -> 28.4, float64
+    // (2048,1024)^T·(2048,1000) 28.9 -> 28.7, 2048^3 level.
     const ptrdiff_t nc_max = min_of(B::nc, max_of(NR, kPackedB / (n_kb * kc_max) / NR * NR));
     const ptrdiff_t n_col_blocks = ceil_div(N, nc_max + nc_max / 8);
     // (wide_layer reads op(B) in place, all N columns in one block, however long K is)
