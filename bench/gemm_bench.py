@@ -139,17 +139,12 @@ def main():
     args = ap.parse_args()
     if args.threads:
         _core.set_num_threads(args.threads)
-    def measured_peak(dtype):
-        return max(_core._peak_gflops(dtype, PEAK_PROBE_S) for _ in range(3))
-
-    peak = {dt: measured_peak(dt) for dt in ("float32", "float64")}
     torch, torch_about = (None, "--no-peers") if args.no_peers else start_torch(args.threads)
     names = args.shapes or (QUICK if args.quick else list(SHAPES))
     print(f"threads={_core.get_num_threads()} path={_core.info()['kernel_path']} gemm={_core.info()['gemm']} "
           f"rounds={args.rounds}; torch.mm: {torch_about}; GFLOP/s of the min (median) sample; "
           f"ratio = other's time / bpfast's, of medians (of mins); "
-          f"peak at the start {peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64 (measured; "
-          f"%peak divides by a probe just before each row)")
+          f"%peak of an FMA probe just before each row")
     print(f"{'shape':26s} {'dtype':8s} {'bpfast':>15s} {'numpy':>15s} {'torch':>15s} {'numpy/bpfast':>12s} "
           f"{'torch/bpfast':>12s} {'%peak':>6s}")
     failed = []
@@ -176,7 +171,8 @@ def main():
                     failed.append(f"{name} {dt} torch")
                 # (its run() sleeps after the sample, while the worker's pool goes quiet)
                 samplers["torch"] = lambda reps, remote=remote: remote.run(reps, WARM_S) / reps
-            row_peak = measured_peak("float32" if dt == "float32" else "float64")
+            row_peak = max(_core._peak_gflops("float32" if dt == "float32" else "float64", PEAK_PROBE_S)
+                           for _ in range(3))
             t0 = time.perf_counter()
             calls["bpfast"]()
             reps = int(min(max(SAMPLE_S / max(time.perf_counter() - t0, 1e-7), 1), 2000))
