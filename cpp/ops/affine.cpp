@@ -69,14 +69,14 @@ void forward(T* out, bool* mask, bool relu, const TX* x, const T* W, const T* b,
 // (measured, side by side against one thread, float32 (float64), us: 40x50x13 4.6 -> 3.4 on one
 // thread (5.3 -> 4.0); 100x50x10 level (level); 100x80x10 6.8 -> 6.4 side by side (8.5 -> 8.8
 // on one); 100x100x10 8.7 -> 7.2 (12.2 -> 10.4) side by side).
-// Past kSideBySideMaxBytes of x, W and dout together, each product split across the threads
-// wins: side by side, each core streams its own operands and packs its own op(B), and on a
-// 32 MB L3 (Zen 5) the two evict each other. Measured there, Affine backward, two threads,
-// medians (alternating processes), side by side against split, ms: float32 1024x784x1024
-// (10 MB) 7.06 vs 7.12, 1024^3 (12 MB) 9.26 vs 9.42; 2048x784x1024 (18 MB) 16.1 vs 15.0,
-// 2048x2048x1000 (28 MB) 38.6 vs 36.5, 4096x784x1024 (32 MB) 30.8 vs 29.3, 2048^3 80.2 vs 75.5;
-// float64 1024x784x1024 (21 MB) 17.2 vs 15.4, 1536x1024x1024 34.1 vs 29.7. (On a 260 MB L3,
-// Emerald Rapids, D's 2048x2048x1000 measured level either way.)
+// Past kSideBySideMaxBytes (16 MiB) of x, W and dout together, each product split across the
+// threads wins: side by side, each core streams its own operands and packs its own op(B), and
+// on a 32 MB L3 (Zen 5) the two evict each other. Measured there, Affine backward, two threads,
+// medians (alternating processes), side by side against split, ms (x, W and dout in MiB):
+// float32 1024x784x1024 (10) 7.06 vs 7.12, 1024^3 (12) 9.26 vs 9.42; 2048x784x1024 (17) 16.1 vs
+// 15.0, 2048x2048x1000 (32) 38.6 vs 36.5, 4096x784x1024 (31) 30.8 vs 29.3, 2048^3 (48) 80.2 vs
+// 75.5; float64 1024x784x1024 (20) 17.2 vs 15.4, 1536x1024x1024 (32) 34.1 vs 29.7. (On a 260 MB
+// L3, Emerald Rapids, D's 2048x2048x1000 measured level either way.)
 constexpr ptrdiff_t kSideBySideMaxRatio = 10;
 constexpr ptrdiff_t kSideBySideMinFma = 64 * 1024;
 constexpr ptrdiff_t kSideBySideMaxBytes = ptrdiff_t(16) << 20;
