@@ -132,8 +132,9 @@ def steps_agree(rng, sizes, n, dtype, x_dtype, steps=3):
 
 
 # The compiled step and its native update on every kernel path, on sizes that are not register
-# blocks (tiles and column edges, widened float32 data, one thread or both).
-STEP_SHAPES = [((5, 1, 3), 1), ((33, 17, 7), 13), ((784, 50, 10), 100), ((100, 129, 20), 64), ((40, 300, 33), 7)]
+# blocks (tiles and column edges, widened float32 data, one thread or both; small networks split
+# their rows between the threads, (300,300,10) with 3 rows as 1 + 2).
+STEP_SHAPES = [((5, 1, 3), 1), ((33, 17, 7), 13), ((784, 50, 10), 100), ((100, 129, 20), 64), ((40, 300, 33), 7), ((300, 300, 10), 3)]
 
 
 @pytest.mark.parametrize("sizes, n", STEP_SHAPES, ids=lambda v: str(v))

@@ -94,6 +94,21 @@ double softmax_xent_forward_onehot_ref(T* y, const T* x, const T* t_onehot, ptrd
     return forward_ref(y, x, N, C, [t_onehot, C](ptrdiff_t i) { return argmax_row(t_onehot + i * C, C); });
 }
 
+// y is (N,C); labels (N,) or, when null, t_onehot (N,C). Row by row as the kernels sum in
+// chunked_sum: from 0, in row order, the same log of the same double.
+template <class T>
+double softmax_xent_loss(const T* y, const std::int64_t* labels, const T* t_onehot, ptrdiff_t N, ptrdiff_t C) {
+    const double sum = chunked_sum(N, C, [=](ptrdiff_t b, ptrdiff_t e) {
+        double rows_sum = 0;
+        for (ptrdiff_t i = b; i < e; ++i) {
+            const ptrdiff_t t = labels ? static_cast<ptrdiff_t>(labels[i]) : argmax_row(t_onehot + i * C, C);
+            rows_sum += std::log(static_cast<double>(y[i * C + t]) + 1e-7);
+        }
+        return rows_sum;
+    });
+    return -sum / static_cast<double>(N);
+}
+
 // y, dx are (N,C), labels is (N,)
 template <class T>
 void softmax_xent_backward(T* dx, const T* y, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C) {
@@ -131,6 +146,7 @@ void softmax_xent_backward_onehot_ref(T* dx, const T* y, const T* t_onehot, ptrd
 #define BPFAST_INSTANTIATE(T)                                                                               \
     template double softmax_xent_forward<T>(T*, const T*, const std::int64_t*, ptrdiff_t, ptrdiff_t);        \
     template double softmax_xent_forward_onehot<T>(T*, const T*, const T*, ptrdiff_t, ptrdiff_t);            \
+    template double softmax_xent_loss<T>(const T*, const std::int64_t*, const T*, ptrdiff_t, ptrdiff_t);     \
     template void softmax_xent_backward<T>(T*, const T*, const std::int64_t*, ptrdiff_t, ptrdiff_t);         \
     template void softmax_xent_backward_onehot<T>(T*, const T*, const T*, ptrdiff_t, ptrdiff_t);             \
     template double softmax_xent_forward_ref<T>(T*, const T*, const std::int64_t*, ptrdiff_t, ptrdiff_t);    \

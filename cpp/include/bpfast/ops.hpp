@@ -101,6 +101,10 @@ template <class T>
 double softmax_xent_forward_onehot(T* y, const T* x, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
 template <class T>
 double softmax_xent_forward_onehot_ref(T* y, const T* x, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
+// The loss softmax_xent_forward returns, from its y (N,C) and labels (N,) or, when labels is
+// null, one-hot t (N,C): the same sums in the same order, so the same bits.
+template <class T>
+double softmax_xent_loss(const T* y, const std::int64_t* labels, const T* t_onehot, ptrdiff_t N, ptrdiff_t C);
 // y, dx are (N,C), labels is (N,) in [0,C): dx = y; dx[i,t_i] -= 1; dx /= N
 template <class T>
 void softmax_xent_backward(T* dx, const T* y, const std::int64_t* labels, ptrdiff_t N, ptrdiff_t C);
