@@ -181,12 +181,18 @@ def test_softmax_xent_special_rows(cpu_path, dtype):
     np.testing.assert_allclose(y, ry, equal_nan=True, **elementwise_tol(dtype))
     assert np.isnan(loss) and np.isnan(rloss)
     np.testing.assert_allclose(_core.softmax_xent_forward(x[[0, 1, 3]], labels[[0, 1, 3]])[1], rfinite, rtol=1e-5)
-    t = np.zeros((3, 4), dtype)
+    t = np.zeros((6, 4), dtype)
     t[0, [1, 2]] = 1  # ties: the first max
     t[1, 3] = np.nan  # NaN counts as the max
     t[2, 0] = -1  # all <= 0: index 1 (the first 0)
-    x3 = rng_array((3, 4), dtype)
-    np.testing.assert_allclose(_core.softmax_xent_forward(x3, t)[1], numpy_ref.softmax_xent_forward(x3, t)[1], rtol=1e-5)
+    t[3] = [np.nan, 0.5, np.nan, 1]  # the first NaN wins, first lane
+    t[4] = [0.2, np.nan, 0.9, np.nan]  # ... after a smaller value, before a larger one
+    t[5] = [1, 2, 2, np.nan]  # ... after the max
+    np.testing.assert_array_equal(t.argmax(axis=1), [1, 3, 1, 0, 1, 3])
+    x6 = rng_array((6, 4), dtype)
+    for row in range(6):  # each row alone: a wrong label moves the loss by far more than rtol
+        got = _core.softmax_xent_forward(x6[row : row + 1], t[row : row + 1])[1]
+        np.testing.assert_allclose(got, numpy_ref.softmax_xent_forward(x6[row : row + 1], t[row : row + 1])[1], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ thread counts

@@ -425,30 +425,32 @@ void softmax_rows_kernel(T* y, const T* x, ptrdiff_t rows, ptrdiff_t C) {
 // x, y are (rows,C), labels (rows,): softmax, and sum_i log(y[i, t_i] + 1e-7)
 template <class T>
 double softmax_xent_rows_kernel(T* y, const T* x, const std::int64_t* labels, ptrdiff_t rows, ptrdiff_t C) {
+    softmax_rows_kernel(y, x, rows, C);
     double sum = 0;
-    for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C, i + 1 < rows);
-        sum += __builtin_log(static_cast<double>(y[i * C + labels[i]]) + 1e-7);
-    }
+    for (ptrdiff_t i = 0; i < rows; ++i) sum += __builtin_log(static_cast<double>(y[i * C + labels[i]]) + 1e-7);
     return sum;
 }
 
-// The first index of the row's max, a NaN counting as the max (np.argmax).
+// The first index of the row's max, a NaN counting as the max (np.argmax): the first NaN
+// ends the search, so one comparison per element covers both.
 template <class T>
 ptrdiff_t argmax_row(const T* t, ptrdiff_t C) {
+    if (__builtin_isnan(t[0])) return 0;
     ptrdiff_t best = 0;
     for (ptrdiff_t j = 1; j < C; ++j)
-        if (t[j] > t[best] || (__builtin_isnan(t[j]) && !__builtin_isnan(t[best]))) best = j;
+        if (!(t[j] <= t[best])) {  // greater, or NaN
+            if (__builtin_isnan(t[j])) return j;
+            best = j;
+        }
     return best;
 }
 
 template <class T>
 double softmax_xent_rows_onehot_kernel(T* y, const T* x, const T* t_onehot, ptrdiff_t rows, ptrdiff_t C) {
+    softmax_rows_kernel(y, x, rows, C);
     double sum = 0;
-    for (ptrdiff_t i = 0; i < rows; ++i) {
-        softmax_row_kernel(y + i * C, x + i * C, C, i + 1 < rows);
+    for (ptrdiff_t i = 0; i < rows; ++i)
         sum += __builtin_log(static_cast<double>(y[i * C + argmax_row(t_onehot + i * C, C)]) + 1e-7);
-    }
     return sum;
 }
 

@@ -154,12 +154,32 @@ inline T hsum(V<T> v) {
     return HalvingSum<T, BPFAST_VEC_BYTES>::run(v);
 }
 
-// Horizontal max, NaN lanes ignored (the callers let NaN reach the result another way).
+// Horizontal max as a fixed tree, as HalvingSum; NaN lanes may or may not reach the result (the
+// callers let NaN reach theirs another way).
+template <class T, int Bytes>
+struct HalvingMax {
+    typedef T H __attribute__((vector_size(Bytes / 2)));
+    template <class Vb>
+    static T run(const Vb& v) {
+        H lo, hi;
+        __builtin_memcpy(&lo, &v, sizeof lo);
+        __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+        return HalvingMax<T, Bytes / 2>::run(hi > lo ? hi : lo);
+    }
+};
+template <class T>
+struct HalvingMax<T, int(sizeof(T))> {
+    template <class Vb>
+    static T run(const Vb& v) {
+        T m;
+        __builtin_memcpy(&m, &v, sizeof m);
+        return m;
+    }
+};
+
 template <class T>
 inline T hmax(V<T> v) {
-    T m = v[0];
-    for (int j = 1; j < Vec<T>::W; ++j) m = v[j] > m ? v[j] : m;
-    return m;
+    return HalvingMax<T, BPFAST_VEC_BYTES>::run(v);
 }
 
 // Lane-wise max, keeping a where b is NaN.
