@@ -126,23 +126,23 @@ inline bool all_set(typename Vec<T>::I m) {
 #endif
 }
 
-// Horizontal sum as a fixed tree (add the upper half to the lower half until one lane is left),
-// so a path always adds in the same order.
+// A horizontal reduction as a fixed tree: op(lower half, upper half) until one lane is left, so
+// a path always combines the lanes in the same order.
 template <class T, int Bytes>
-struct HalvingSum {
+struct Halving {
     typedef T H __attribute__((vector_size(Bytes / 2)));
-    template <class Vb>
-    static T run(const Vb& v) {
+    template <class Vb, class Op>
+    static T run(const Vb& v, Op op) {
         H lo, hi;
         __builtin_memcpy(&lo, &v, sizeof lo);
         __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
-        return HalvingSum<T, Bytes / 2>::run(lo + hi);
+        return Halving<T, Bytes / 2>::run(op(lo, hi), op);
     }
 };
 template <class T>
-struct HalvingSum<T, int(sizeof(T))> {
-    template <class Vb>
-    static T run(const Vb& v) {
+struct Halving<T, int(sizeof(T))> {
+    template <class Vb, class Op>
+    static T run(const Vb& v, Op) {
         T s;
         __builtin_memcpy(&s, &v, sizeof s);
         return s;
@@ -151,35 +151,14 @@ struct HalvingSum<T, int(sizeof(T))> {
 
 template <class T>
 inline T hsum(V<T> v) {
-    return HalvingSum<T, BPFAST_VEC_BYTES>::run(v);
+    return Halving<T, BPFAST_VEC_BYTES>::run(v, [](auto lo, auto hi) { return lo + hi; });
 }
 
-// Horizontal max as a fixed tree, as HalvingSum; NaN lanes may or may not reach the result (the
-// callers let NaN reach theirs another way).
-template <class T, int Bytes>
-struct HalvingMax {
-    typedef T H __attribute__((vector_size(Bytes / 2)));
-    template <class Vb>
-    static T run(const Vb& v) {
-        H lo, hi;
-        __builtin_memcpy(&lo, &v, sizeof lo);
-        __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
-        return HalvingMax<T, Bytes / 2>::run(hi > lo ? hi : lo);
-    }
-};
-template <class T>
-struct HalvingMax<T, int(sizeof(T))> {
-    template <class Vb>
-    static T run(const Vb& v) {
-        T m;
-        __builtin_memcpy(&m, &v, sizeof m);
-        return m;
-    }
-};
-
+// Horizontal max; NaN lanes may or may not reach the result (the callers let NaN reach theirs
+// another way).
 template <class T>
 inline T hmax(V<T> v) {
-    return HalvingMax<T, BPFAST_VEC_BYTES>::run(v);
+    return Halving<T, BPFAST_VEC_BYTES>::run(v, [](auto lo, auto hi) { return hi > lo ? hi : lo; });
 }
 
 // Lane-wise max, keeping a where b is NaN.
