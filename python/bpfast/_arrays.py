@@ -48,8 +48,12 @@ def promoted_dtype(x: np.ndarray, *params: np.ndarray) -> np.dtype:
     """np.result_type(x, *params), without the call in the usual cases (it costs about a
     microsecond per layer call): all one dtype, or the book's float32 data with float64 params."""
     dtype = params[0].dtype
-    if all(p.dtype == dtype for p in params[1:]) and (x.dtype == dtype or (x.dtype == FLOAT32 and dtype == FLOAT64)):
-        return dtype
+    if x.dtype == dtype or (x.dtype == FLOAT32 and dtype == FLOAT64):
+        for p in params[1:]:  # a loop: all() over a generator costs more than the test
+            if p.dtype != dtype:
+                break
+        else:
+            return dtype
     return np.result_type(x, *params)
 
 
