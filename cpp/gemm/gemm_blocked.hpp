@@ -92,11 +92,12 @@ TileStore<T> columns_from(TileStore<T> st, ptrdiff_t j0) {
     return st;
 }
 
-// x as computed, never fused with the operation that uses it: the ISA translation units compile
-// with -ffp-contract=fast, and the SGD step must round rate * g before the difference (a build
-// without this fails the update tests). The empty asm leaves x in its register.
+// x as computed, in a register, never folded into the operation that uses it. The ISA
+// translation units compile with -ffp-contract=fast, and the SGD step must round rate * g before
+// the difference (a build without this fails the update tests); a vector loaded for several FMAs
+// is loaded once instead of being each one's memory operand. The empty asm leaves x where it is.
 template <class X>
-inline X rounded(X x) {
+inline X opaque(X x) {
 #if defined(__AVX512F__)
     __asm__("" : "+v"(x));
 #elif defined(__x86_64__) || defined(__i386__)
@@ -169,7 +170,7 @@ __attribute__((always_inline)) inline void store_vector(T* p, typename Simd<T>::
         if (st.zero) v = S::zero_where(v, st.zero + i * st.ldm + j * W, nj);
         if (st.update) {
             T* u = st.update + i * st.ldm + j * W;
-            const V step = rounded(S::mul(S::set1(st.rate), v));
+            const V step = opaque(S::mul(S::set1(st.rate), v));  // rounded before the difference
             const V w = S::sub(full ? S::loadu(u) : S::load_n(u, nj), step);
             if (full)
                 S::storeu(u, w);
@@ -292,7 +293,7 @@ inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore
     *p = v;
     if (st.last && st.update) {
         T& u = st.update[i * st.ldm + j];
-        u = u - rounded(st.rate * v);
+        u = u - opaque(st.rate * v);
     }
 }
 
@@ -385,7 +386,7 @@ inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt
         for (int j = 0; j < R; ++j) bv[j] = load_first(bt + j * ldbt + k, n);
 #pragma GCC unroll 4
         for (int i = 0; i < RB; ++i) {
-            const V av = load_first(a + i * lda + k, n);
+            const V av = opaque(load_first(a + i * lda + k, n));  // one load for the R columns
 #pragma GCC unroll 4
             for (int j = 0; j < R; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
         }
@@ -543,7 +544,7 @@ void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
             const T r = ep.relu ? relu_scalar(v, ep.mask ? ep.mask + i * N + j : nullptr) : v;
             const T c = ep.zero_mask && ep.zero_mask[i * N + j] ? T(0) : r;
             C[i * N + j] = c;
-            if (ep.update) ep.update[i * N + j] = ep.update[i * N + j] - rounded(ep.update_rate * c);
+            if (ep.update) ep.update[i * N + j] = ep.update[i * N + j] - opaque(ep.update_rate * c);
         }
 }
 
