@@ -44,13 +44,14 @@ void rows_to_dh(const TwoLayerOutputs<T>& out, const TX* x, const std::int64_t* 
 
 // Up to this many bytes of W1 and W2 together, the rows up to dh run in one region, a share of
 // the rows per thread (each thread's products on one thread), rather than each product split
-// across the threads and the second layer's on one. The second layer then runs on both cores, and
-// one region replaces three; but each thread reads all of W1 for its rows. Measured (one build,
-// the split switched by an environment variable, alternating processes), train_step, 2 threads,
-// medians, us: A (100,784,50 float64, float32 x) 99.9 -> 95.9, (1000,784,50) float64 838 -> 820,
-// (100,784,100) float32 98.2 -> 96.1, (256,784,256) float32 500 -> 493, and so from W1's 1.6 MB
-// (float32) on level or worse: (512,784,512) 1906 -> 1837 but (256,784,256) float64 964 -> 987,
-// C (1024,784,1024) float32 7287 -> 7392, (100,784,1000) float32 1092 -> 1162.
+// across the threads and the second layer's on one. The second layer then runs on both cores,
+// each thread's rows straight after their first layer; but each thread reads all of W1 (and
+// copies its last few columns for dot_edge itself). Measured (one build, the split switched by
+// an environment variable, alternating processes), train_step, 2 threads, medians, us: A
+// (100,784,50 float64, float32 x) 99.9 -> 95.9, (1000,784,50) float64 838 -> 820, (100,784,100)
+// float32 98.2 -> 96.1, (256,784,256) float32 500 -> 493; from W1's 1.6 MB on, mixed:
+// (512,784,512) float32 1906 -> 1837, but (256,784,256) float64 964 -> 987, C (1024,784,1024)
+// float32 7287 -> 7392, (100,784,1000) float32 1092 -> 1162.
 // Below kRowRegionMinFma multiply-adds in the first layer, the rows stay on the calling thread.
 constexpr ptrdiff_t kRowRegionMaxWeightBytes = ptrdiff_t(1) << 20;
 constexpr ptrdiff_t kRowRegionMinFma = 256 * 1024;
