@@ -259,6 +259,11 @@ void register_affine(py::module_& m) {
         py::arg("on"),
         "Route the GEMM through SciPy's BLAS sgemm/dgemm (on) or back to bpfast's own kernels; see bpfast._blas.");
     m.def("_gemm_backend", &gemm_backend, "'bpfast' (own kernels) or 'blas' (the escape hatch).");
+    m.def("_set_skip_zeros", &set_gemm_skip_zeros, py::arg("on"),
+          "Zero skipping in the GEMM on (the default) or off (every k of every tile: the same bits, for tests "
+          "and benchmarks); returns the previous setting.");
+    m.def("_skipped_ks", &gemm_skipped_ks, py::arg("reset") = false,
+          "The (tile, k) pairs zero skipping has left out since the last reset (a diagnostic).");
 }
 
 }  // namespace bpfast::bindings

@@ -15,6 +15,8 @@ namespace {
 
 std::atomic<BlasSgemm> blas_s{nullptr};
 std::atomic<BlasDgemm> blas_d{nullptr};
+std::atomic<bool> skip_zeros{true};
+std::atomic<std::int64_t> skipped_ks{0};
 
 template <class T>
 void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
@@ -67,7 +69,12 @@ void gemm_parallel_for(std::ptrdiff_t n_chunks, void (*fn)(void* ctx, std::ptrdi
     parallel_for(n_chunks, [fn, ctx](std::ptrdiff_t c) { fn(ctx, c); });
 }
 int gemm_threads() { return region_threads(); }
+bool gemm_skip_zeros() { return skip_zeros.load(std::memory_order_relaxed); }
+void gemm_note_skipped(std::ptrdiff_t n) { skipped_ks.fetch_add(n, std::memory_order_relaxed); }
 }  // namespace detail
+
+bool set_gemm_skip_zeros(bool on) { return skip_zeros.exchange(on); }
+std::int64_t gemm_skipped_ks(bool reset) { return reset ? skipped_ks.exchange(0) : skipped_ks.load(); }
 
 void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm) {
     const bool on = sgemm && dgemm;

@@ -45,6 +45,21 @@ struct Simd<float> {
         _mm256_store_ps(t, v);
         std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(float));
     }
+    // The lanes' bits or-ed together (zero only where both lanes are +-0), and the bits of the
+    // lanes that are not +-0 (NaN included).
+    static V bit_or(V a, V b) { return _mm256_or_ps(a, b); }
+    static unsigned nonzero(V v) {
+        return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    }
+    // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n (AVX's
+    // masked load does not touch the lanes left out).
+    static unsigned nonzero_first(const float* p, ptrdiff_t n) {
+        if (n <= 0) return 0;
+        const V v = n >= W ? _mm256_loadu_ps(p)
+                           : _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                                                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    }
     // r[i] lane j <-> r[j] lane i: 32-bit interleaves, 64-bit shuffles, then 128-bit halves.
     static void transpose(V r[W]) {
         V t[W], u[W];
@@ -110,6 +125,16 @@ struct Simd<double> {
         alignas(32) double t[W];
         _mm256_store_pd(t, v);
         std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(double));
+    }
+    static V bit_or(V a, V b) { return _mm256_or_pd(a, b); }
+    static unsigned nonzero(V v) {
+        return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ)));
+    }
+    static unsigned nonzero_first(const double* p, ptrdiff_t n) {
+        if (n <= 0) return 0;
+        const V v = n >= W ? _mm256_loadu_pd(p)
+                           : _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)));
+        return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ)));
     }
     // r[i] lane j <-> r[j] lane i: 64-bit interleaves, then 128-bit halves.
     static void transpose(V r[W]) {

@@ -35,6 +35,18 @@ struct Simd<float> {
     // __builtin_prefetch emits it only under -mprfchw.
     static void prefetch_for_write(const float* p) { __asm__ volatile("prefetchw (%0)" : : "r"(p)); }
     static V load_n(const float* p, ptrdiff_t n) { return _mm512_maskz_loadu_ps(first_n16(n), p); }
+    // The lanes' bits or-ed together (zero only where both lanes are +-0), and the bits of the
+    // lanes that are not +-0 (NaN included).
+    static V bit_or(V a, V b) {
+        return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    }
+    static unsigned nonzero(V v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ); }
+    // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n (n >= 0).
+    static unsigned nonzero_first(const float* p, ptrdiff_t n) {
+        if (n <= 0) return 0;
+        const __mmask16 m = n >= 16 ? kAll16 : first_n16(n);
+        return _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, p), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    }
     static void store_n(float* p, V v, ptrdiff_t n) { _mm512_mask_storeu_ps(p, first_n16(n), v); }
     // r[i] lane j <-> r[j] lane i: 32-bit, then 64-bit interleaves, then two rounds of 128-bit
     // lane shuffles (after the interleaves, r[4q + s] holds in its lane L rows 4q..4q+3 of
@@ -105,6 +117,15 @@ struct Simd<double> {
     static void prefetch_for_write(const double* p) { __asm__ volatile("prefetchw (%0)" : : "r"(p)); }
     static V load_n(const double* p, ptrdiff_t n) {
         return _mm512_maskz_loadu_pd(static_cast<__mmask8>(first_n16(n)), p);
+    }
+    static V bit_or(V a, V b) {
+        return _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(a), _mm512_castpd_si512(b)));
+    }
+    static unsigned nonzero(V v) { return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ); }
+    static unsigned nonzero_first(const double* p, ptrdiff_t n) {
+        if (n <= 0) return 0;
+        const __mmask8 m = n >= 8 ? kAll8 : static_cast<__mmask8>(first_n16(n));
+        return _mm512_mask_cmp_pd_mask(m, _mm512_maskz_loadu_pd(m, p), _mm512_setzero_pd(), _CMP_NEQ_UQ);
     }
     static void store_n(double* p, V v, ptrdiff_t n) {
         _mm512_mask_storeu_pd(p, static_cast<__mmask8>(first_n16(n)), v);

@@ -187,10 +187,11 @@ __attribute__((always_inline)) inline void store_vector(T* p, typename Simd<T>::
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
 // panel and a B panel (as BR says); c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes past n
 // are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
-// a[i*ars + k*aks].
+// a[i*ars + k*aks]. k runs over [0, kc), or over ks[0, nk) when ks is set (the k the tile's
+// rows use, ascending and padded, see used_ks: the others would add exact zeros).
 template <class T, int MRP, int NRP, int RM, int NVC, bool DIRECT, int BR, class TA>
 inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t bks,
-                        ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
+                        ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st, const int* ks, ptrdiff_t nk) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -210,14 +211,14 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     }
     const bool prefetch_b = BR == kBPacked || bks * ptrdiff_t(sizeof(T)) >= kBInPlacePrefetchStrideBytes;
     const ptrdiff_t b_row = BR == kBPacked ? ptrdiff_t(NRP) : bks;
-#pragma GCC unroll 2
-    for (ptrdiff_t k = 0; k < kc; ++k) {
-        const T* bk = BR == kBPacked ? b + k * NRP : b + k * bks;
+    // one k: the rank-1 update of the tile, and op(B)'s row k_ahead prefetched
+    auto rank1 = [&](ptrdiff_t k, ptrdiff_t k_ahead) __attribute__((always_inline)) {
+        const T* bk = b + k * b_row;
         const TA* ak = DIRECT ? a + k * aks : a + k * MRP;
         V bv[NVC];
         if (prefetch_b) {
 #pragma GCC unroll 8
-            for (int j = 0; j < NVC; ++j) __builtin_prefetch(bk + kBPrefetchRows * b_row + j * W, 0, 3);
+            for (int j = 0; j < NVC; ++j) __builtin_prefetch(b + k_ahead * b_row + j * W, 0, 3);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < NVC; ++j) {
@@ -234,6 +235,12 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
 #pragma GCC unroll 8
             for (int j = 0; j < NVC; ++j) acc[i][j] = S::fma(ai, bv[j], acc[i][j]);
         }
+    };
+    if (ks) {
+        for (ptrdiff_t e = 0; e < nk; ++e) rank1(ks[e], ks[e + kBPrefetchRows]);
+    } else {
+#pragma GCC unroll 2
+        for (ptrdiff_t k = 0; k < kc; ++k) rank1(k, k + kBPrefetchRows);
     }
     // A tile with an epilogue stores through a loop of its own: the plain store then tests
     // nothing per vector (three per-vector tests cost 0.5 us of 3 on a 100x50x10 product).
@@ -259,22 +266,24 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
 // microkernel<.., RM, NVC> for run-time m <= RM and NVC = ceil(n / W) <= NV.
 template <class T, int MRP, int NRP, int NVC, bool DIRECT, int BR, int RM, class TA>
 inline void dispatch_rows(int m, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks, const T* b,
-                          ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
+                          ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st, const int* ks,
+                          ptrdiff_t nk) {
     if constexpr (RM > 0) {
         if (m == RM)
-            microkernel<T, MRP, NRP, RM, NVC, DIRECT, BR>(c, ldc, a, ars, aks, b, bks, kc, n, st);
+            microkernel<T, MRP, NRP, RM, NVC, DIRECT, BR>(c, ldc, a, ars, aks, b, bks, kc, n, st, ks, nk);
         else
-            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, RM - 1>(m, c, ldc, a, ars, aks, b, bks, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, RM - 1>(m, c, ldc, a, ars, aks, b, bks, kc, n, st, ks, nk);
     }
 }
 template <class T, int MRP, int NRP, int NVC, bool DIRECT, int BR, class TA>
 inline void dispatch_tile(int m, int nv, T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff_t aks,
-                          const T* b, ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st) {
+                          const T* b, ptrdiff_t bks, ptrdiff_t kc, ptrdiff_t n, const TileStore<T>& st, const int* ks,
+                          ptrdiff_t nk) {
     if constexpr (NVC > 0) {
         if (nv == NVC)
-            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, MRP>(m, c, ldc, a, ars, aks, b, bks, kc, n, st);
+            dispatch_rows<T, MRP, NRP, NVC, DIRECT, BR, MRP>(m, c, ldc, a, ars, aks, b, bks, kc, n, st, ks, nk);
         else
-            dispatch_tile<T, MRP, NRP, NVC - 1, DIRECT, BR>(m, nv, c, ldc, a, ars, aks, b, bks, kc, n, st);
+            dispatch_tile<T, MRP, NRP, NVC - 1, DIRECT, BR>(m, nv, c, ldc, a, ars, aks, b, bks, kc, n, st, ks, nk);
     }
 }
 
@@ -305,10 +314,11 @@ inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore
 // (MRP*kc apart), NP panels at a time, so that enough sums run side by side to cover the FMA's
 // latency (one panel of 8 rows and 2 columns in float is 2 chains: (784x100)^T·(100x50) float32
 // spent 19% of its time here). c, bias and mask point at the first such column of row 0;
-// b[k*bks + j] is op(B) for those columns.
+// b[k*bks + j] is op(B) for those columns. With bits, only the k that one of the panels side by
+// side uses (used_ks: panel p's bits at bits + p*words); without, every k.
 template <class T, int MRP, int R>
 inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
-                         const TileStore<T>& st) {
+                         const TileStore<T>& st, const std::uint64_t* bits, ptrdiff_t words) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -323,7 +333,7 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
             for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 4
                 for (int v = 0; v < NA; ++v) acc[j][q][v] = S::zero();
-        for (ptrdiff_t k = 0; k < kc; ++k) {
+        auto rank1 = [&](ptrdiff_t k) __attribute__((always_inline)) {
             V av[NP][NA];
 #pragma GCC unroll 4
             for (int q = 0; q < NP; ++q)
@@ -338,6 +348,16 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
 #pragma GCC unroll 4
                     for (int v = 0; v < NA; ++v) acc[j][q][v] = S::fma(bj, av[q][v], acc[j][q][v]);
             }
+        };
+        if (bits) {
+            const int p0 = i0 / MRP, np = static_cast<int>(min_of(NP, ceil_div(m - i0, MRP)));
+            for (ptrdiff_t w = 0; w < words; ++w) {
+                std::uint64_t used = 0;
+                for (int q = 0; q < np; ++q) used |= bits[(p0 + q) * words + w];
+                for (; used; used &= used - 1) rank1(w * 64 + __builtin_ctzll(used));
+            }
+        } else {
+            for (ptrdiff_t k = 0; k < kc; ++k) rank1(k);
         }
         T sums[R][NP][NA * W];
 #pragma GCC unroll 8
@@ -354,12 +374,12 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
 
 template <class T, int MRP, int R>
 inline void dispatch_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
-                          const TileStore<T>& st) {
+                          const TileStore<T>& st, const std::uint64_t* bits, ptrdiff_t words) {
     if constexpr (R > 0) {
         if (r == R)
-            edge_columns<T, MRP, R>(m, c, ldc, a, b, bks, kc, st);
+            edge_columns<T, MRP, R>(m, c, ldc, a, b, bks, kc, st, bits, words);
         else
-            dispatch_edge<T, MRP, R - 1>(r, m, c, ldc, a, b, bks, kc, st);
+            dispatch_edge<T, MRP, R - 1>(r, m, c, ldc, a, b, bks, kc, st, bits, words);
     }
 }
 
@@ -368,9 +388,11 @@ inline void dispatch_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, const T
 // row and k. Element (i, j) sums lane by lane (lane l takes the k = l mod W, in k order from
 // zero), then the W lanes pairwise in a fixed order, then the tile's store and epilogue.
 // a[i*lda + k] are RB rows of op(A) and bt[j*ldbt + k] the R columns of op(B), both contiguous.
+// With bits (the tile's used_ks), the vectors of k that no row of the tile uses are left out: they
+// would add zeros to every lane.
 template <class T, int R, int RB>
 inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt, ptrdiff_t ldbt, ptrdiff_t kc,
-                     const TileStore<T>& st) {
+                     const TileStore<T>& st, const std::uint64_t* bits) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int W = S::W;
@@ -379,7 +401,9 @@ inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt
     for (int i = 0; i < RB; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < R; ++j) acc[i][j] = S::zero();
+    constexpr std::uint64_t vector_bits = W >= 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << W) - 1;
     for (ptrdiff_t k = 0; k < kc; k += W) {
+        if (bits && !((bits[k / 64] >> (k % 64)) & vector_bits)) continue;  // (64 is a multiple of W)
         const ptrdiff_t n = kc - k;  // lanes past kc load as zeros and add nothing
         V bv[R];
 #pragma GCC unroll 4
@@ -408,9 +432,9 @@ inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt
 // dot_rows over m rows, four at a time; r columns (R is the largest r it is compiled for).
 template <class T, int R>
 inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt, ptrdiff_t ldbt,
-                     ptrdiff_t kc, const TileStore<T>& st) {
+                     ptrdiff_t kc, const TileStore<T>& st, const std::uint64_t* bits) {
     if constexpr (R > 0) {
-        if (r != R) return dot_edge<T, R - 1>(r, m, c, ldc, a, lda, bt, ldbt, kc, st);
+        if (r != R) return dot_edge<T, R - 1>(r, m, c, ldc, a, lda, bt, ldbt, kc, st, bits);
         for (int i = 0; i < m;) {
             TileStore<T> rows = st;
             if (rows.mask) rows.mask += i * st.ldm;
@@ -420,16 +444,16 @@ inline void dot_edge(int r, int m, T* c, ptrdiff_t ldc, const T* a, ptrdiff_t ld
             const T* ai = a + i * lda;
             const int left = m - i;
             if (left >= 4) {
-                dot_rows<T, R, 4>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                dot_rows<T, R, 4>(ci, ldc, ai, lda, bt, ldbt, kc, rows, bits);
                 i += 4;
             } else if (left == 3) {
-                dot_rows<T, R, 3>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                dot_rows<T, R, 3>(ci, ldc, ai, lda, bt, ldbt, kc, rows, bits);
                 i += 3;
             } else if (left == 2) {
-                dot_rows<T, R, 2>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                dot_rows<T, R, 2>(ci, ldc, ai, lda, bt, ldbt, kc, rows, bits);
                 i += 2;
             } else {
-                dot_rows<T, R, 1>(ci, ldc, ai, lda, bt, ldbt, kc, rows);
+                dot_rows<T, R, 1>(ci, ldc, ai, lda, bt, ldbt, kc, rows, bits);
                 i += 1;
             }
         }
@@ -533,6 +557,128 @@ void pack_b(T* dst, const T* B, ptrdiff_t ks, ptrdiff_t js, ptrdiff_t n, ptrdiff
             transpose_rows<T, NR, true>(dst, NR, B + j0 * js, js, static_cast<int>(nj), kc);
         }
     }
+}
+
+// Zero skipping. A k that none of a tile's rows uses (op(A)(i, k) == 0 in every row) adds
+// 0·op(B)(k, j) to each of the tile's sums. When op(B) is finite that product is an exact zero,
+// and adding an exact zero leaves a sum as it was: sums start at +0, and +0 + (±0) is +0. So a
+// tile may run over the k its rows use and nothing else, and give the same bits as over every k,
+// in any chunking. (One exception, in the sign of a zero: a sum that a product too small to
+// represent has rounded to -0 stays -0 where the zero terms would have made it +0.) When op(B)
+// holds an infinity or a NaN (0·inf is NaN), every k runs. The book's MNIST batches are 81% zero
+// pixels: a tile of 14 images leaves about 48% of the 784 pixels unused, a panel of 14 pixels
+// (x^T·dout) about 40% of 100 images.
+//
+// A call tries it when it has kSkipMinFma multiply-adds or more and its first tile leaves at
+// least 1/kSkipShare of its k unused; a tile then runs over its used k when it leaves that share
+// unused, else over all of them. A tile that leaves less than that share of its first
+// kSkipProbeK values of k unused stops looking there (the cost of looking, on dense data).
+constexpr ptrdiff_t kSkipShare = 8;
+constexpr ptrdiff_t kSkipMinFma = 256 * 1024;
+constexpr ptrdiff_t kSkipProbeK = 128;
+
+// The k in [0, kc) that rows [0, m) of a tile use: bit k of bits[k / 64] set when
+// op(A)(i, k) = a[i*rs + k*ks] is not 0 (NaN and inf count) for some row; rs or ks is 1. The set
+// bits listed ascending in list[0, n), followed by kBPrefetchRows copies of the last (the
+// microkernel prefetches that far ahead). Returns n, or -1 for a dense tile (less than 1/kSkipShare
+// unused), whose bits are then all set for k < kc and whose list is not written.
+template <class T>
+ptrdiff_t used_ks(std::uint64_t* bits, int* list, const T* a, ptrdiff_t rs, ptrdiff_t ks, int m, ptrdiff_t kc) {
+    using S = Simd<T>;
+    constexpr int W = S::W;
+    const ptrdiff_t words = ceil_div(kc, 64);
+    ptrdiff_t n = 0;
+    for (ptrdiff_t w = 0; w < words; ++w) {
+        const ptrdiff_t k0 = w * 64, k1 = min_of(k0 + 64, kc);
+        std::uint64_t used = 0;
+        // The rows' bits are or-ed together first: the result is +-0 only where every row is.
+        if (ks == 1) {  // rows contiguous: W values of k per load (64 is a multiple of W)
+            for (ptrdiff_t k = k0; k < k1; k += W) {
+                typename S::V any = S::zero();
+                for (int i = 0; i < m; ++i) any = S::bit_or(any, load_first(a + i * rs + k, k1 - k));
+                used |= std::uint64_t(S::nonzero(any)) << (k - k0);
+            }
+        } else if (m <= W) {  // columns contiguous, one load per k
+            for (ptrdiff_t k = k0; k < k1; ++k) used |= std::uint64_t(S::nonzero_first(a + k * ks, m) != 0) << (k - k0);
+        } else {  // columns contiguous: W rows per load
+            for (ptrdiff_t k = k0; k < k1; ++k) {
+                const T* ak = a + k * ks;
+                typename S::V any = S::zero();
+                int i = 0;
+                for (; i + W <= m; i += W) any = S::bit_or(any, S::loadu(ak + i));
+                const unsigned lanes = (i ? S::nonzero(any) : 0u) | S::nonzero_first(ak + i, m - i);
+                used |= std::uint64_t(lanes != 0) << (k - k0);
+            }
+        }
+        bits[w] = used;
+        for (; used; used &= used - 1) list[n++] = static_cast<int>(k0 + __builtin_ctzll(used));
+        if ((k1 >= kSkipProbeK || k1 == kc) && (k1 - n) * kSkipShare < k1) {
+            for (ptrdiff_t v = 0; v < words; ++v)
+                bits[v] = v < words - 1 || kc % 64 == 0 ? ~std::uint64_t(0) : (std::uint64_t(1) << (kc % 64)) - 1;
+            return -1;
+        }
+    }
+    for (ptrdiff_t e = 0; e < kBPrefetchRows; ++e) list[n + e] = n ? list[n - 1] : 0;
+    return n;
+}
+
+// The used k of the tiles of one chunk and K block: tile t's bits at bits + t*words, its list at
+// list + t*list_ld, found by find(t, ...) on the first pass over the tiles. Inactive (no tiles):
+// every tile runs over every k.
+struct TileKs {
+    ptrdiff_t words = 0, list_ld = 0;
+    std::uint64_t* bits = nullptr;
+    int* list = nullptr;
+    ptrdiff_t* count = nullptr;  // -1: dense
+
+    TileKs() = default;
+    TileKs(ptrdiff_t n_tiles, ptrdiff_t kc) : words(ceil_div(kc, 64)), list_ld(kc + kBPrefetchRows) {
+        static thread_local Scratch<std::uint64_t> bits_scratch;
+        static thread_local Scratch<int> list_scratch;
+        static thread_local Scratch<ptrdiff_t> count_scratch;
+        bits = bits_scratch.get(n_tiles * words);
+        list = list_scratch.get(n_tiles * list_ld);
+        count = count_scratch.get(n_tiles);
+    }
+    template <class T>
+    void find(ptrdiff_t t, const T* a, ptrdiff_t rs, ptrdiff_t ks, int m, ptrdiff_t kc) {
+        count[t] = used_ks(bits + t * words, list + t * list_ld, a, rs, ks, m, kc);
+        if (count[t] >= 0) detail::gemm_note_skipped(kc - count[t]);
+    }
+    // for the microkernel: the list, or null (every k)
+    const int* ks(ptrdiff_t t) const { return count && count[t] >= 0 ? list + t * list_ld : nullptr; }
+    ptrdiff_t n(ptrdiff_t t) const { return count ? count[t] : 0; }
+    // for dot_edge: the bits of a tile that skips, or null
+    const std::uint64_t* skipping_bits(ptrdiff_t t) const { return ks(t) ? bits + t * words : nullptr; }
+    // for edge_columns: every tile's bits, or null
+    const std::uint64_t* all_bits() const { return count ? bits : nullptr; }
+};
+
+// Whether the n values at p are all finite (x - x is 0 for those, NaN for an infinity or a NaN).
+template <class T>
+bool all_finite(const T* p, ptrdiff_t n) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int W = S::W;
+    V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();  // four chains cover the add's latency
+    ptrdiff_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        const V v0 = S::loadu(p + i), v1 = S::loadu(p + i + W), v2 = S::loadu(p + i + 2 * W),
+                v3 = S::loadu(p + i + 3 * W);
+        s0 = S::add(s0, S::sub(v0, v0));
+        s1 = S::add(s1, S::sub(v1, v1));
+        s2 = S::add(s2, S::sub(v2, v2));
+        s3 = S::add(s3, S::sub(v3, v3));
+    }
+    for (; i < n; i += W) {
+        const V v = load_first(p + i, n - i);
+        s0 = S::add(s0, S::sub(v, v));
+    }
+    T lanes[W];
+    S::storeu(lanes, S::add(S::add(s0, s1), S::add(s2, s3)));
+    for (int l = 0; l < W; ++l)
+        if (!(lanes[l] == T(0))) return false;
+    return true;
 }
 
 // C = epilogue(0): the K = 0 product.
@@ -684,6 +830,27 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     const bool wide_layer = B::wr > 0 && b_j == 1 && N / W == 3 && N % W <= kEdgeMax && K >= 4 * W &&
                             (a_k == 1 || K * N * ptrdiff_t(sizeof(T)) <= kWideBInPlaceBytes);
     const ptrdiff_t chunk_rows = wide_layer ? B::wr : MR;
+    // Zero skipping (used_ks): tried when the call is big enough, its first tile leaves enough k
+    // unused, and op(B) is finite (checked in parts across the threads when it is large).
+    bool skip = false;
+    if (detail::gemm_skip_zeros() && M * N * K >= kSkipMinFma) {
+        std::uint64_t bits[(B::kc + 63) / 64];
+        int list[B::kc + kBPrefetchRows];
+        if (used_ks<TA>(bits, list, A, a_i, a_k, static_cast<int>(min_of(chunk_rows, M)), kc_max) >= 0) {
+            constexpr ptrdiff_t kParts = 8;
+            const ptrdiff_t nb = K * N;
+            bool finite[kParts];
+            auto check = [&](ptrdiff_t c) {
+                finite[c] = all_finite(Bm + nb * c / kParts, nb * (c + 1) / kParts - nb * c / kParts);
+            };
+            if (threads > 1 && nb >= (ptrdiff_t(1) << 20))
+                run_parallel(kParts, check);
+            else
+                for (ptrdiff_t c = 0; c < kParts; ++c) check(c);
+            skip = true;
+            for (ptrdiff_t c = 0; c < kParts; ++c) skip = skip && finite[c];
+        }
+    }
     ptrdiff_t mc = min_of(threads > 1 && !col_split_whole ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
     // Rows too few for `target` full chunks: `target` chunks of equal height (at least MR / 2), a
     // tile each or a few, so that the threads get the same rows. Rounded up to whole tiles, 100
@@ -840,6 +1007,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                                          arows ? arows + ir * arows_ld : nullptr};
                 };
                 const bool last = kb == n_kb - 1;
+                TileKs tks = skip ? TileKs(ceil_div(m, chunk_rows), kc) : TileKs();
                 // The epilogue of the tile at C's row ic + r, column jc + j.
                 auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
                     TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
@@ -858,23 +1026,33 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         for (ptrdiff_t ir = 0; ir < m; ir += B::wr) {
                             const int mi = static_cast<int>(min_of(B::wr, m - ir));
                             const auto [at, ar] = tile_rows(ir, mi);
+                            const ptrdiff_t t = ir / B::wr;
+                            if (skip) {
+                                if (direct)
+                                    tks.find(t, at, ad_i, ad_k, mi, kc);
+                                else
+                                    tks.find(t, ap + ir * kc, ptrdiff_t(1), ptrdiff_t(B::wr), mi, kc);
+                            }
                             const TileStore<T> st = tile_store(ir, 0);
                             T* cp = C + (ic + ir) * ldc;
                             const T* bb = Bm + pc * b_k;
                             if (direct)
                                 dispatch_rows<T, MR, NR, 3, true, kBInPlace, B::wr>(mi, cp, ldc, at, ad_i, ad_k, bb,
-                                                                                    b_k, kc, 3 * W, st);
+                                                                                    b_k, kc, 3 * W, st, tks.ks(t),
+                                                                                    tks.n(t));
                             else
                                 dispatch_rows<T, B::wr, NR, 3, false, kBInPlace, B::wr>(
-                                    mi, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bb, b_k, kc, 3 * W, st);
+                                    mi, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bb, b_k, kc, 3 * W, st,
+                                    tks.ks(t), tks.n(t));
                             if (dot_edge_on)
                                 dot_edge<T, kEdgeMax>(edge, mi, cp + 3 * W, ldc, ar, arows_ld, bt + pc, K, kc,
-                                                      columns_from(st, 3 * W));
+                                                      columns_from(st, 3 * W), tks.skipping_bits(t));
                         }
                         if (!dot_edge_on && edge)  // from the packed panels, all rows at once
                             dispatch_edge<T, B::wr, kEdgeMax>(edge, static_cast<int>(m), C + ic * ldc + 3 * W, ldc, ap,
                                                               Bm + pc * b_k + 3 * W, b_k, kc,
-                                                              columns_from(tile_store(0, 0), 3 * W));
+                                                              columns_from(tile_store(0, 0), 3 * W), tks.all_bits(),
+                                                              tks.words);
                         continue;
                     }
                 }
@@ -883,6 +1061,15 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     for (ptrdiff_t ir = 0; ir < m; ir += MR) {
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         const auto [at, ar] = tile_rows(ir, mi);
+                        const ptrdiff_t t = ir / MR;
+                        if (skip && g0 == p0) {
+                            if (direct)
+                                tks.find(t, at, ad_i, ad_k, mi, kc);
+                            else
+                                tks.find(t, ap + ir * kc, ptrdiff_t(1), ptrdiff_t(MR), mi, kc);
+                        }
+                        const int* ks = tks.ks(t);
+                        const ptrdiff_t nk = tks.n(t);
                         for (ptrdiff_t p = g0; p < g1; ++p) {
                             const ptrdiff_t jr = p * NR, n = min_of(NR, nc - jr);
                             const TileStore<T> st = tile_store(ir, jr);
@@ -901,22 +1088,22 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                 const T* bb = Bm + pc * b_k + jc + jr;  // op(B)(pc + k, jc + jr + j) = bb[k*b_k + j]
                                 if (n_tile == nv * W)
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlace>(
-                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st);
+                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st, ks, nk);
                                 else
                                     dispatch_tile<T, MR, NR, B::nv, true, kBInPlaceEdge>(
-                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st);
+                                        mi, nv, cp, ldc, at, ad_i, ad_k, bb, b_k, kc, n_tile, st, ks, nk);
                             } else if (direct) {
                                 dispatch_tile<T, MR, NR, B::nv, true, kBPacked>(
-                                    mi, nv, cp, ldc, at, ad_i, ad_k, bpanel, ptrdiff_t(NR), kc, n_tile, st);
+                                    mi, nv, cp, ldc, at, ad_i, ad_k, bpanel, ptrdiff_t(NR), kc, n_tile, st, ks, nk);
                             } else {
-                                dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(mi, nv, cp, ldc, ap + ir * kc,
-                                                                                 ptrdiff_t(0), ptrdiff_t(0), bpanel,
-                                                                                 ptrdiff_t(NR), kc, n_tile, st);
+                                dispatch_tile<T, MR, NR, B::nv, false, kBPacked>(
+                                    mi, nv, cp, ldc, ap + ir * kc, ptrdiff_t(0), ptrdiff_t(0), bpanel, ptrdiff_t(NR),
+                                    kc, n_tile, st, ks, nk);
                             }
                             if (split && dot_edge_on) {
                                 const ptrdiff_t j0 = ptrdiff_t(full) * W;
                                 dot_edge<T, kEdgeMax>(tail, mi, cp + j0, ldc, ar, arows_ld, bt + pc, K, kc,
-                                                      columns_from(st, j0));
+                                                      columns_from(st, j0), tks.skipping_bits(t));
                             }
                         }
                     }
@@ -927,7 +1114,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             const ptrdiff_t j0 = n - tail;
                             dispatch_edge<T, MR, kEdgeMax>(tail, static_cast<int>(m), C + ic * ldc + jc + jr + j0, ldc,
                                                            ap, b_first + (g1 - 1 - p0) * NR * kc + j0, ptrdiff_t(NR),
-                                                           kc, columns_from(tile_store(0, jr), j0));
+                                                           kc, columns_from(tile_store(0, jr), j0), tks.all_bits(),
+                                                           tks.words);
                         }
                     }
                 }

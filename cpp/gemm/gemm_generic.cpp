@@ -1,6 +1,8 @@
 // GEMM, generic path: baseline flags only (SSE2 on x86-64, NEON/none elsewhere), 16-byte GCC
 // vectors, no FMA contraction (multiply, then add). Microkernels sgemm_generic_4x8 and
 // dgemm_generic_4x4. Contract: include/bpfast/gemm.hpp.
+#include <type_traits>
+
 #include "gemm_blocked.hpp"
 
 namespace bpfast {
@@ -43,6 +45,30 @@ struct GenericSimd {
         return v;
     }
     static void store_n(T* p, V v, ptrdiff_t n) { std::memcpy(p, &v, static_cast<std::size_t>(n) * sizeof(T)); }
+    // The lanes' bits or-ed together (zero only where both lanes are +-0), and the bits of the
+    // lanes that are not +-0 (NaN included).
+    static V bit_or(V a, V b) {
+        typedef std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t> U __attribute__((vector_size(16)));
+        U x, y;
+        std::memcpy(&x, &a, sizeof a);
+        std::memcpy(&y, &b, sizeof b);
+        x |= y;
+        std::memcpy(&a, &x, sizeof a);
+        return a;
+    }
+    static unsigned nonzero(V v) {
+        unsigned bits = 0;
+        for (int j = 0; j < W; ++j)
+            if (v[j] != T(0)) bits |= 1u << j;
+        return bits;
+    }
+    // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n.
+    static unsigned nonzero_first(const T* p, ptrdiff_t n) {
+        unsigned bits = 0;
+        for (int j = 0; j < W && j < n; ++j)
+            if (p[j] != T(0)) bits |= 1u << j;
+        return bits;
+    }
     static void transpose(V r[W]) {  // r[i] lane j <-> r[j] lane i
         T t[W][W];
         std::memcpy(t, r, sizeof t);

@@ -81,11 +81,21 @@ void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm);
 // "bpfast" or "blas" (the hatch).
 const char* gemm_backend();
 
+// Zero skipping (on by default): a tile of op(A) rows runs over the k its rows use, when op(B) is
+// finite: the same bits, less work on sparse input such as MNIST's pixels (gemm_blocked.hpp,
+// used_ks). Off: every k of every tile. Returns the previous setting.
+bool set_gemm_skip_zeros(bool on);
+// The (tile, k) pairs left out by zero skipping since the last reset (a diagnostic for tests and
+// benchmarks: a tile of rows that leaves n of its kc values of k out adds kc - n).
+std::int64_t gemm_skipped_ks(bool reset);
+
 namespace detail {
 // For the per-ISA translation units, compiled in a baseline one (gemm.cpp): parallel_for and
 // num_threads without instantiating std::function under -mavx512f.
 void gemm_parallel_for(std::ptrdiff_t n_chunks, void (*fn)(void* ctx, std::ptrdiff_t c), void* ctx);
 int gemm_threads();
+bool gemm_skip_zeros();
+void gemm_note_skipped(std::ptrdiff_t n);
 }  // namespace detail
 
 // One translation unit per instruction set defines these (gemm/gemm_<isa>.cpp); runtime/cpu.cpp

@@ -1,0 +1,225 @@
+"""Zero skipping in the compiled GEMM: a tile of op(A) rows runs over the k its rows use when op(B)
+is finite, and must give the same bits as running over every k (`_core._set_skip_zeros(False)`),
+on every kernel path, dtype, transpose, epilogue and thread count; with an infinity or a NaN in
+op(B) every k runs (0·inf is NaN). `_core._skipped_ks()` counts the (tile, k) pairs left out, so
+each case also checks that skipping happened where it should, and not where it should not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("bpfast._core")
+
+KINDS = ["float32", "float64", "mixed"]  # mixed: float32 A, float64 B and C
+
+
+def digit_like(n, seed=0, side=28, dtype=np.float32):
+    """n images of side x side pixels, flattened: a random blob of ink around the centre on a
+    blank background (about 80% zeros, in runs, as MNIST's)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side]
+    images = np.zeros((n, side, side))
+    for i in range(n):
+        cy, cx = rng.uniform(side * 0.35, side * 0.65, 2)
+        ry, rx = rng.uniform(side * 0.12, side * 0.3, 2)
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        images[i][inside] = rng.uniform(0.05, 1.0, inside.sum())
+    return images.reshape(n, side * side).astype(dtype)
+
+
+def dtypes(kind):
+    return (np.float64 if kind == "float64" else np.float32), (np.float32 if kind == "float32" else np.float64)
+
+
+def both_ways(*args, **kwargs):
+    """_gemm with zero skipping on, then off; the number of (tile, k) pairs skipped by the first."""
+    before = _core._set_skip_zeros(True)
+    try:
+        _core._skipped_ks(reset=True)
+        on = _core._gemm(*args, **kwargs)
+        skipped = _core._skipped_ks(reset=True)
+        _core._set_skip_zeros(False)
+        off = _core._gemm(*args, **kwargs)
+        assert _core._skipped_ks() == 0, "skipping was off"
+    finally:
+        _core._set_skip_zeros(before)
+    return on, off, skipped
+
+
+def assert_same_bits(on, off):
+    if isinstance(on, tuple):
+        for x, y in zip(on, off):
+            assert_same_bits(x, y)
+        return
+    assert on.dtype == off.dtype and on.shape == off.shape
+    np.testing.assert_array_equal(on.view(np.uint8), off.view(np.uint8))
+
+
+# (M, N, K) for op(A) (M,K) with digit-like rows: x·W of the book's layers and wider ones, a K past
+# one cache block (784 in several K blocks), M off the register block, N off the vectors (50 = 3
+# vectors and 2 columns in float32, 6 and 2 in float64), narrow N (10: C^T is computed instead).
+X_SHAPES = [(100, 50, 784), (50, 50, 784), (37, 100, 784), (300, 1024, 784), (7, 2048, 784), (256, 10, 784),
+            (130, 26, 784), (100, 48, 784)]
+# x^T·dout: op(A) = x^T (pixels, images), transposed in place. With fewer columns than a panel
+# (up to 32) and not whole vectors, some paths compute C^T = dout^T·x instead, where x is op(B),
+# and skip nothing.
+XT_SHAPES = [(784, 50, 100), (784, 1024, 64), (784, 10, 300), (784, 26, 41), (784, 50, 1000)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_x_times_w_same_bits(cpu_path, kind):
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(1)
+    for M, N, K in X_SHAPES:
+        x = digit_like(M, seed=M, dtype=a_dt)
+        w = rng.standard_normal((K, N)).astype(b_dt)
+        bias = rng.standard_normal(N).astype(b_dt)
+        on, off, skipped = both_ways(x, w)
+        assert_same_bits(on, off)
+        assert skipped > 0, (M, N, K)
+        ref = _core._ref.gemm(x, w)
+        tol = 1e-4 if kind == "float32" else 1e-10
+        np.testing.assert_allclose(on, ref, rtol=tol, atol=tol * np.abs(ref).max())
+        # the fused epilogues: bias, the ReLU and its mask
+        on, off, _ = both_ways(x, w, bias, relu=True)
+        assert_same_bits(on, off)
+
+
+@pytest.mark.parametrize("trans_b", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_x_transposed_times_dout_same_bits(cpu_path, kind, trans_b):
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(2)
+    for M, N, K in XT_SHAPES:
+        x = digit_like(K, seed=K, dtype=a_dt)  # (images, pixels): op(A) = x^T is (pixels, images)
+        dout = rng.standard_normal((N, K) if trans_b else (K, N)).astype(b_dt)
+        on, off, skipped = both_ways(x, dout, trans_a=True, trans_b=trans_b)
+        assert_same_bits(on, off)
+        assert skipped > 0 or N < 32, (M, N, K)
+        # the SGD update fused into dW's store, and the zero mask of a ReLU backward
+        w = rng.standard_normal((M, N)).astype(b_dt)
+        w_on, w_off = w.copy(), w.copy()
+        before = _core._set_skip_zeros(True)
+        try:
+            g_on = _core._gemm(x, dout, trans_a=True, trans_b=trans_b, update=w_on, update_rate=0.1)
+            _core._set_skip_zeros(False)
+            g_off = _core._gemm(x, dout, trans_a=True, trans_b=trans_b, update=w_off, update_rate=0.1)
+        finally:
+            _core._set_skip_zeros(before)
+        assert_same_bits(g_on, g_off)
+        assert_same_bits(w_on, w_off)
+        zero = rng.random((M, N)) < 0.5
+        assert_same_bits(*both_ways(x, dout, trans_a=True, trans_b=trans_b, zero_mask=zero)[:2])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_odd_zeros(cpu_path, kind):
+    """Negative zeros, whole zero rows and columns, an all-zero A, NaN and inf among the zeros of
+    A (they count as used), denormals: the same bits either way."""
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(3)
+    M, N, K = 120, 50, 784
+    w = rng.standard_normal((K, N)).astype(b_dt)
+    cases = {}
+    x = digit_like(M, seed=5, dtype=a_dt)
+    x[x == 0] = -0.0 * (rng.random((x == 0).sum()) < 0.5)
+    cases["negative zeros"] = x
+    x = digit_like(M, seed=6, dtype=a_dt)
+    x[:, 300:500] = 0
+    x[10:40] = 0
+    cases["zero rows and columns"] = x
+    cases["all zero"] = np.zeros((M, K), a_dt)
+    x = digit_like(M, seed=7, dtype=a_dt)
+    x[3, 5], x[50, 700], x[99, 0] = np.nan, np.inf, -np.inf
+    cases["nan and inf"] = x
+    x = digit_like(M, seed=8, dtype=a_dt)
+    x[x != 0] = np.finfo(a_dt).smallest_subnormal * 3
+    cases["denormals"] = x
+    x = digit_like(M, seed=9, dtype=a_dt)
+    x[::2] = rng.standard_normal((M // 2 + M % 2, K))  # every other row dense: tiles mixed
+    cases["half dense"] = x
+    for name, x in cases.items():
+        for trans_a in (False, True):
+            a = np.ascontiguousarray(x.T) if trans_a else x
+            on, off, _ = both_ways(a, w, trans_a=trans_a)
+            np.testing.assert_array_equal(on, off, err_msg=name)  # NaN where NaN
+            assert_same_bits(np.nan_to_num(on), np.nan_to_num(off))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_finite_b_runs_every_k(cpu_path, kind):
+    """0·inf is NaN: an infinity or a NaN anywhere in op(B) turns skipping off for the call, so the
+    rows of C whose x is zero at that k get the NaN the full product gives."""
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(4)
+    M, N, K = 100, 50, 784
+    x = digit_like(M, seed=10, dtype=a_dt)
+    unused = np.flatnonzero((x == 0).all(axis=0))
+    assert unused.size, "the test needs a pixel no image uses"
+    for value in (np.inf, -np.inf, np.nan):
+        for trans_b in (False, True):
+            w = rng.standard_normal((K, N)).astype(b_dt)
+            w[unused[0], 7] = value
+            b = np.ascontiguousarray(w.T) if trans_b else w
+            on, off, skipped = both_ways(x, b, trans_b=trans_b)
+            assert skipped == 0
+            assert np.isnan(on[:, 7]).all()
+            np.testing.assert_array_equal(on, off)
+            assert np.isfinite(np.delete(on, 7, axis=1)).all()
+
+
+def test_dense_operands_are_not_skipped():
+    """Dense data (no zeros, or a ReLU's half zeros scattered) never triggers skipping."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((300, 784))
+    b = rng.standard_normal((784, 50))
+    for x in (a, np.maximum(a, 0)):
+        on, off, skipped = both_ways(x, b)
+        assert skipped == 0
+        assert_same_bits(on, off)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skipping_does_not_depend_on_thread_count(cpu_path, kind):
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(6)
+    before = _core.get_num_threads()
+    try:
+        for M, N, K in [(100, 50, 784), (300, 1024, 784), (50, 26, 784)]:
+            x = digit_like(M, seed=M + 1, dtype=a_dt)
+            w = rng.standard_normal((K, N)).astype(b_dt)
+            dout = rng.standard_normal((M, N)).astype(b_dt)
+            results = []
+            for n in (1, 2, 3):
+                _core.set_num_threads(n)
+                results.append((_core._gemm(x, w, relu=True), _core._gemm(x, dout, trans_a=True)))
+            for r in results[1:]:
+                assert_same_bits(r, results[0])
+    finally:
+        _core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_same_bits(cpu_path, dtype):
+    """The one-call step of TwoLayerNet on digit-like data: gradients, loss and updated weights."""
+    from bpfast.nets import TwoLayerNet
+
+    x = digit_like(100, seed=11)
+    t = np.random.default_rng(7).integers(0, 10, 100)
+    nets, grads, losses = [], [], []
+    before = _core._set_skip_zeros(True)
+    try:
+        for on in (True, False):
+            _core._set_skip_zeros(on)
+            np.random.seed(8)
+            net = TwoLayerNet(784, 50, 10, dtype=dtype)
+            grads.append(net.gradient(x, t))
+            losses.append(net.train_step(x, t, 0.1))
+            nets.append(net)
+    finally:
+        _core._set_skip_zeros(before)
+    for key in ("W1", "b1", "W2", "b2"):
+        assert_same_bits(grads[0][key], grads[1][key])
+        assert_same_bits(nets[0].params[key], nets[1].params[key])
+    assert losses[0] == losses[1]
