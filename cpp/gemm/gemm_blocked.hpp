@@ -497,30 +497,49 @@ void transpose_rows(T* dst, ptrdiff_t ld, const TA* A, ptrdiff_t rs, int mi, ptr
 // Pack rows [0, m) x columns [0, kc) of op(A) into MR-tall panels, k-major inside a panel:
 // panel p holds dst[k*MR + i] = op(A)(p*MR + i, k) (rows past m are left unset: the
 // microkernel for a short panel never reads them). op(A)(i, k) is A[i*rs + k*ks]; TA may be
-// float with T double (widened exactly here).
+// float with T double (widened exactly here). With bits, when op(A)'s columns are contiguous
+// (ks != 1), panel p's used k go to bits + p*words as used_ks gives them (found as each k is
+// packed, where the rows of one k are at hand); rows contiguous leave bits alone.
 template <class T, int MR, class TA>
-void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc) {
+void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc, std::uint64_t* bits = nullptr,
+            ptrdiff_t words = 0) {
     using S = Simd<T>;
+    using V = typename S::V;
     constexpr int W = S::W;
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const ptrdiff_t mi = min_of(MR, m - i0);
         if (ks == 1) {  // rows contiguous: transposed in registers
             transpose_rows<T, MR, false>(dst, MR, A + i0 * rs, rs, static_cast<int>(mi), kc);
         } else {  // columns contiguous (rs == 1): read along i, a vector at a time
+            std::uint64_t* panel_bits = bits ? bits + i0 / MR * words : nullptr;
+            std::uint64_t used = 0;
             for (ptrdiff_t k = 0; k < kc; ++k) {
                 const TA* src = A + i0 + k * ks;
                 T* d = dst + k * MR;
+                V any = S::zero();  // the rows' bits or-ed (see used_ks)
                 if (mi == MR) {
 #pragma GCC unroll 4
                     for (int v = 0; v < MR; v += W) {
+                        const V x = load_first_as<T>(src + v, MR - v >= W ? W : MR - v);
                         if (MR - v >= W)
-                            S::storeu(d + v, load_first_as<T>(src + v, W));
+                            S::storeu(d + v, x);
                         else
-                            S::store_n(d + v, load_first_as<T>(src + v, MR - v), MR - v);
+                            S::store_n(d + v, x, MR - v);
+                        any = S::bit_or(any, x);
                     }
                 } else {
-                    for (ptrdiff_t v = 0; v < mi; v += W)
-                        S::store_n(d + v, load_first_as<T>(src + v, mi - v), min_of(W, mi - v));
+                    for (ptrdiff_t v = 0; v < mi; v += W) {
+                        const V x = load_first_as<T>(src + v, mi - v);
+                        S::store_n(d + v, x, min_of(W, mi - v));
+                        any = S::bit_or(any, x);
+                    }
+                }
+                if (panel_bits) {
+                    used |= std::uint64_t(S::nonzero(any) != 0) << (k % 64);
+                    if (k % 64 == 63 || k == kc - 1) {
+                        panel_bits[k / 64] = used;
+                        used = 0;
+                    }
                 }
             }
         }
@@ -582,6 +601,27 @@ constexpr ptrdiff_t kSkipProbeK = 128;
 // bits listed ascending in list[0, n), followed by kBPrefetchRows copies of the last (the
 // microkernel prefetches that far ahead). Returns n, or -1 for a dense tile (less than 1/kSkipShare
 // unused), whose bits are then all set for k < kc and whose list is not written.
+// A dense tile: its bits all set for k < kc; -1.
+inline ptrdiff_t dense_ks(std::uint64_t* bits, ptrdiff_t kc) {
+    const ptrdiff_t words = ceil_div(kc, 64);
+    for (ptrdiff_t w = 0; w < words; ++w)
+        bits[w] = w < words - 1 || kc % 64 == 0 ? ~std::uint64_t(0) : (std::uint64_t(1) << (kc % 64)) - 1;
+    return -1;
+}
+
+// The rest of used_ks, from a tile's bits: the list and its length, or dense_ks.
+inline ptrdiff_t list_used_ks(std::uint64_t* bits, int* list, ptrdiff_t kc) {
+    const ptrdiff_t words = ceil_div(kc, 64);
+    ptrdiff_t n = 0;
+    for (ptrdiff_t w = 0; w < words; ++w) n += __builtin_popcountll(bits[w]);
+    if ((kc - n) * kSkipShare < kc) return dense_ks(bits, kc);
+    n = 0;
+    for (ptrdiff_t w = 0; w < words; ++w)
+        for (std::uint64_t used = bits[w]; used; used &= used - 1) list[n++] = static_cast<int>(w * 64 + __builtin_ctzll(used));
+    for (ptrdiff_t e = 0; e < kBPrefetchRows; ++e) list[n + e] = n ? list[n - 1] : 0;
+    return n;
+}
+
 template <class T>
 ptrdiff_t used_ks(std::uint64_t* bits, int* list, const T* a, ptrdiff_t rs, ptrdiff_t ks, int m, ptrdiff_t kc) {
     using S = Simd<T>;
@@ -611,15 +651,10 @@ ptrdiff_t used_ks(std::uint64_t* bits, int* list, const T* a, ptrdiff_t rs, ptrd
             }
         }
         bits[w] = used;
-        for (; used; used &= used - 1) list[n++] = static_cast<int>(k0 + __builtin_ctzll(used));
-        if ((k1 >= kSkipProbeK || k1 == kc) && (k1 - n) * kSkipShare < k1) {
-            for (ptrdiff_t v = 0; v < words; ++v)
-                bits[v] = v < words - 1 || kc % 64 == 0 ? ~std::uint64_t(0) : (std::uint64_t(1) << (kc % 64)) - 1;
-            return -1;
-        }
+        n += __builtin_popcountll(used);
+        if (k1 >= kSkipProbeK && k1 < kc && (k1 - n) * kSkipShare < k1) return dense_ks(bits, kc);
     }
-    for (ptrdiff_t e = 0; e < kBPrefetchRows; ++e) list[n + e] = n ? list[n - 1] : 0;
-    return n;
+    return list_used_ks(bits, list, kc);
 }
 
 // The used k of the tiles of one chunk and K block: tile t's bits at bits + t*words, its list at
@@ -642,8 +677,13 @@ struct TileKs {
     }
     template <class T>
     void find(ptrdiff_t t, const T* a, ptrdiff_t rs, ptrdiff_t ks, int m, ptrdiff_t kc) {
-        count[t] = used_ks(bits + t * words, list + t * list_ld, a, rs, ks, m, kc);
-        if (count[t] >= 0) detail::gemm_note_skipped(kc - count[t]);
+        noted(t, kc, used_ks(bits + t * words, list + t * list_ld, a, rs, ks, m, kc));
+    }
+    // ... when tile t's bits are there already (pack_a)
+    void from_bits(ptrdiff_t t, ptrdiff_t kc) { noted(t, kc, list_used_ks(bits + t * words, list + t * list_ld, kc)); }
+    void noted(ptrdiff_t t, ptrdiff_t kc, ptrdiff_t n) {
+        count[t] = n;
+        if (n >= 0) detail::gemm_note_skipped(kc - n);
     }
     // for the microkernel: the list, or null (every k)
     const int* ks(ptrdiff_t t) const { return count && count[t] >= 0 ? list + t * list_ld : nullptr; }
@@ -960,11 +1000,15 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 // widened rows are padded by a cache line, so that rows do not share cache sets
                 const ptrdiff_t wide_ld = round_up(kc_max, 64 / ptrdiff_t(sizeof(T))) + 64 / ptrdiff_t(sizeof(T));
                 T* ap = (!direct || widen) ? a_scratch.get(round_up(mc, MR) * wide_ld) : nullptr;
+                // The tiles' used k (zero skipping): a transposed A's from its packing, the others'
+                // from op(A)'s rows as each tile first runs (find_ks below).
+                TileKs tks = skip ? TileKs(ceil_div(m, chunk_rows), kc) : TileKs();
+                std::uint64_t* pack_bits = skip && !direct && a_k != 1 ? tks.bits : nullptr;
                 if (!direct) {
                     if (wide_layer)
-                        pack_a<T, (B::wr > 0 ? B::wr : MR)>(ap, a0, a_i, a_k, m, kc);
+                        pack_a<T, (B::wr > 0 ? B::wr : MR)>(ap, a0, a_i, a_k, m, kc, pack_bits, tks.words);
                     else
-                        pack_a<T, MR>(ap, a0, a_i, a_k, m, kc);
+                        pack_a<T, MR>(ap, a0, a_i, a_k, m, kc, pack_bits, tks.words);
                 }
                 // dot_edge reads op(A)'s rows as T: in place, or widened (by the direct path, or here)
                 const T* arows = nullptr;
@@ -1007,7 +1051,15 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                                                          arows ? arows + ir * arows_ld : nullptr};
                 };
                 const bool last = kb == n_kb - 1;
-                TileKs tks = skip ? TileKs(ceil_div(m, chunk_rows), kc) : TileKs();
+                // tile t at row ir (mi rows, op(A) at `at` when direct)
+                auto find_ks = [&](ptrdiff_t t, ptrdiff_t ir, int mi, const T* at) {
+                    if (direct)
+                        tks.find(t, at, ad_i, ad_k, mi, kc);
+                    else if (pack_bits)
+                        tks.from_bits(t, kc);
+                    else
+                        tks.find(t, a0 + ir * a_i, a_i, ptrdiff_t(1), mi, kc);
+                };
                 // The epilogue of the tile at C's row ic + r, column jc + j.
                 auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
                     TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
@@ -1027,12 +1079,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             const int mi = static_cast<int>(min_of(B::wr, m - ir));
                             const auto [at, ar] = tile_rows(ir, mi);
                             const ptrdiff_t t = ir / B::wr;
-                            if (skip) {
-                                if (direct)
-                                    tks.find(t, at, ad_i, ad_k, mi, kc);
-                                else
-                                    tks.find(t, ap + ir * kc, ptrdiff_t(1), ptrdiff_t(B::wr), mi, kc);
-                            }
+                            if (skip) find_ks(t, ir, mi, at);
                             const TileStore<T> st = tile_store(ir, 0);
                             T* cp = C + (ic + ir) * ldc;
                             const T* bb = Bm + pc * b_k;
@@ -1062,12 +1109,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                         const int mi = static_cast<int>(min_of(MR, m - ir));
                         const auto [at, ar] = tile_rows(ir, mi);
                         const ptrdiff_t t = ir / MR;
-                        if (skip && g0 == p0) {
-                            if (direct)
-                                tks.find(t, at, ad_i, ad_k, mi, kc);
-                            else
-                                tks.find(t, ap + ir * kc, ptrdiff_t(1), ptrdiff_t(MR), mi, kc);
-                        }
+                        if (skip && g0 == p0) find_ks(t, ir, mi, at);
                         const int* ks = tks.ks(t);
                         const ptrdiff_t nk = tks.n(t);
                         for (ptrdiff_t p = g0; p < g1; ++p) {
