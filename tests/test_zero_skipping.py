@@ -139,6 +139,10 @@ def test_odd_zeros(cpu_path, kind):
     x = digit_like(M, seed=9, dtype=a_dt)
     x[::2] = rng.standard_normal((M // 2 + M % 2, K))  # every other row dense: tiles mixed
     cases["half dense"] = x
+    x = digit_like(M, seed=12, dtype=a_dt)
+    second_half = np.arange(M) % 14 >= 7  # a tile of 14 rows runs in two parts of 7 (transposed A)
+    x[second_half] = rng.standard_normal((second_half.sum(), K))
+    cases["one part of a tile dense"] = x
     for name, x in cases.items():
         for trans_a in (False, True):
             a = np.ascontiguousarray(x.T) if trans_a else x
