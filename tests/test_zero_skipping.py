@@ -6,8 +6,11 @@ each case also checks that skipping happened where it should, and not where it s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import run_python
 
 _core = pytest.importorskip("bpfast._core")
 
@@ -227,3 +230,20 @@ def test_train_step_same_bits(cpu_path, dtype):
         assert_same_bits(grads[0][key], grads[1][key])
         assert_same_bits(nets[0].params[key], nets[1].params[key])
     assert losses[0] == losses[1]
+
+
+def test_environment_turns_it_off():
+    """BPFAST_SKIP_ZEROS=0 at start-up: `bpfast info` says off and nothing is skipped."""
+    script = (
+        "import numpy as np; from bpfast import _core; from test_zero_skipping import digit_like; "
+        "x = digit_like(100); w = np.ones((784, 50)); _core._gemm(x, w); "
+        "print(_core.info()['gemm_zero_skipping'], _core._skipped_ks())"
+    )
+    tests_dir = str(Path(__file__).parent)
+    for value, expected in (("0", "off 0"), ("off", "off 0"), ("1", "on "), (None, "on ")):
+        env = {"BPFAST_SKIP_ZEROS": value} if value is not None else {}
+        done = run_python(["-c", f"import sys; sys.path.insert(0, {tests_dir!r}); " + script], **env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(expected), (value, done.stdout)
+        if expected == "on ":
+            assert int(done.stdout.split()[1]) > 0

@@ -53,6 +53,7 @@ py::dict info() {
     d["kernel_path_reason"] = choice.reason;
     d["gemm_kernels"] = choice.kernels->blocking;
     d["gemm"] = gemm_backend();  // "bpfast", or "blas" (the BPFAST_GEMM=scipy hatch)
+    d["gemm_zero_skipping"] = gemm_skip_zeros_enabled() ? "on" : "off";  // BPFAST_SKIP_ZEROS
     d["num_threads"] = num_threads();
     return d;
 }

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "bpfast/cpu.hpp"
@@ -15,7 +17,15 @@ namespace {
 
 std::atomic<BlasSgemm> blas_s{nullptr};
 std::atomic<BlasDgemm> blas_d{nullptr};
-std::atomic<bool> skip_zeros{true};
+// BPFAST_SKIP_ZEROS=0 (or off, no, false) at start-up: off; anything else or unset: on.
+bool skip_zeros_from_environment() {
+    const char* v = std::getenv("BPFAST_SKIP_ZEROS");
+    if (!v) return true;
+    for (const char* off : {"0", "off", "no", "false", "OFF", "NO", "FALSE"})
+        if (std::strcmp(v, off) == 0) return false;
+    return true;
+}
+std::atomic<bool> skip_zeros{skip_zeros_from_environment()};
 std::atomic<std::int64_t> skipped_ks{0};
 
 template <class T>
@@ -74,6 +84,7 @@ void gemm_note_skipped(std::ptrdiff_t n) { skipped_ks.fetch_add(n, std::memory_o
 }  // namespace detail
 
 bool set_gemm_skip_zeros(bool on) { return skip_zeros.exchange(on); }
+bool gemm_skip_zeros_enabled() { return skip_zeros.load(); }
 std::int64_t gemm_skipped_ks(bool reset) { return reset ? skipped_ks.exchange(0) : skipped_ks.load(); }
 
 void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm) {

@@ -81,10 +81,12 @@ void set_blas_gemm(BlasSgemm sgemm, BlasDgemm dgemm);
 // "bpfast" or "blas" (the hatch).
 const char* gemm_backend();
 
-// Zero skipping (on by default): a tile of op(A) rows runs over the k its rows use, when op(B) is
-// finite: the same bits, less work on sparse input such as MNIST's pixels (gemm_blocked.hpp,
-// used_ks). Off: every k of every tile. Returns the previous setting.
+// Zero skipping (on by default; BPFAST_SKIP_ZEROS=0 turns it off at start-up): a tile of op(A)
+// rows runs over the k its rows use, when op(B) is finite: the same bits, less work on sparse
+// input such as MNIST's pixels (gemm_blocked.hpp, used_ks). Off: every k of every tile. Returns
+// the previous setting.
 bool set_gemm_skip_zeros(bool on);
+bool gemm_skip_zeros_enabled();
 // The (tile, k) pairs left out by zero skipping since the last reset (a diagnostic for tests and
 // benchmarks: a tile of rows that leaves n of its kc values of k out adds kc - n).
 std::int64_t gemm_skipped_ks(bool reset);
