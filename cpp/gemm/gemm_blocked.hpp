@@ -918,9 +918,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // unused, and op(B) is finite (checked in parts across the threads when it is large).
     bool skip = false;
     if (detail::gemm_skip_zeros() && M * N * K >= kSkipMinFma) {
-        std::uint64_t bits[(B::kc + 63) / 64];
-        int list[B::kc + kBPrefetchRows];
-        if (used_ks<TA>(bits, list, A, a_i, a_k, static_cast<int>(min_of(chunk_rows, M)), kc_max) >= 0) {
+        const TileKs first(1, kc_max, 1);  // (its buffers: the chunks' own, thread_local, used later)
+        if (used_ks<TA>(first.bits, first.list, A, a_i, a_k, static_cast<int>(min_of(chunk_rows, M)), kc_max) >= 0) {
             constexpr ptrdiff_t kParts = 8;
             const ptrdiff_t nb = K * N;
             bool finite[kParts];
