@@ -686,11 +686,14 @@ struct TileKs {
     std::uint64_t* union_bits = nullptr;  // tile t's parts or-ed, at + t*words (bits itself with one part)
     int* list = nullptr;
     ptrdiff_t* count = nullptr;
-    ptrdiff_t skipped = 0;  // (part, k) pairs left out: gemm_skipped_ks
+    ptrdiff_t* tally = nullptr;  // += the (part, k) pairs left out (for gemm_skipped_ks)
 
+    // (Trivially destructible: an object with a destructor here would give these ISA units
+    // exception landing pads, and with them the C++ personality routine, a symbol of vague
+    // linkage that .ci/check_isa.py refuses.)
     TileKs() = default;
-    TileKs(ptrdiff_t n_tiles, ptrdiff_t kc, int n_parts)
-        : parts(n_parts), words(ceil_div(kc, 64)), list_ld(kc + kBPrefetchRows) {
+    TileKs(ptrdiff_t n_tiles, ptrdiff_t kc, int n_parts, ptrdiff_t* skipped)
+        : parts(n_parts), words(ceil_div(kc, 64)), list_ld(kc + kBPrefetchRows), tally(skipped) {
         static thread_local Scratch<std::uint64_t> bits_scratch;
         static thread_local Scratch<int> list_scratch;
         static thread_local Scratch<ptrdiff_t> count_scratch;
@@ -701,9 +704,6 @@ struct TileKs {
     }
     TileKs(const TileKs&) = delete;
     TileKs& operator=(const TileKs&) = delete;
-    ~TileKs() {
-        if (skipped) detail::gemm_note_skipped(skipped);
-    }
     // tile t (one part) from its m rows, op(A)(i, k) = a[i*rs + k*ks] (rs or ks is 1)
     template <class T>
     void find(ptrdiff_t t, const T* a, ptrdiff_t rs, ptrdiff_t ks, int m, ptrdiff_t kc) {
@@ -734,7 +734,7 @@ struct TileKs {
   private:
     void noted(ptrdiff_t p, ptrdiff_t kc, ptrdiff_t n) {
         count[p] = n;
-        if (n >= 0) skipped += kc - n;
+        if (n >= 0 && tally) *tally += kc - n;
     }
 };
 
@@ -918,7 +918,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // unused, and op(B) is finite (checked in parts across the threads when it is large).
     bool skip = false;
     if (detail::gemm_skip_zeros() && M * N * K >= kSkipMinFma) {
-        const TileKs first(1, kc_max, 1);  // (its buffers: the chunks' own, thread_local, used later)
+        const TileKs first(1, kc_max, 1, nullptr);  // (its buffers: the chunks' own, thread_local, used later)
         if (used_ks<TA>(first.bits, first.list, A, a_i, a_k, static_cast<int>(min_of(chunk_rows, M)), kc_max) >= 0) {
             constexpr ptrdiff_t kParts = 8;
             const ptrdiff_t nb = K * N;
@@ -1023,6 +1023,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
             const ptrdiff_t m = min_of(mc, M - ic);
             const ptrdiff_t p0 = jg * panels_per_jg, p1 = min_of(n_panels, p0 + panels_per_jg);
             if (p0 >= p1) return;
+            ptrdiff_t skipped = 0;  // zero skipping's (part, k) pairs left out, noted once at the end
             // op(B)'s panels [p0, p1) of K block kb start at b_first(kb) (kc * NR apart).
             T* own = nullptr;  // col_split: this chunk's own packed panels
             const ptrdiff_t own_stride = (p1 - p0) * NR * kc_max;
@@ -1049,7 +1050,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 // than 50%, but each part streams op(B) from L2 again: (1024,784)·(784,1024) float32
                 // 1.52x -> 1.35x with skipping, (2048,784)·(784,2048) 1.68x -> 1.51x.)
                 const bool packed_bits = skip && !direct && a_k != 1;
-                TileKs tks = skip ? TileKs(ceil_div(m, chunk_rows), kc, packed_bits ? 2 : 1) : TileKs();
+                TileKs tks = skip ? TileKs(ceil_div(m, chunk_rows), kc, packed_bits ? 2 : 1, &skipped) : TileKs();
                 std::uint64_t* pack_bits = packed_bits ? tks.bits : nullptr;
                 if (!direct) {
                     if (wide_layer)
@@ -1221,6 +1222,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     }
                 }
             }
+            if (skipped) detail::gemm_note_skipped(skipped);
         };
         if (threads > 1)
             run_parallel(n_ic * n_jg, run_chunk);
