@@ -31,3 +31,27 @@ def test_gemm_bench_reports_every_shape_and_dtype():
         assert min(bpfast) > 0 and min(numpy) > 0, fields
         assert fields[4] == "-" and fields[7] == "-", fields  # no torch.mm without the peer
         assert float(fields[5]) > 0 and fields[8].endswith("%"), fields
+
+
+CONCURRENCY = SCRIPT.parent / "gemm_concurrency.py"
+
+
+@pytest.mark.skipif(not CONCURRENCY.is_file(), reason="bench/ is not beside the tests (not a checkout)")
+def test_gemm_concurrency_reports_the_three_configurations():
+    pytest.importorskip("bpfast._core", reason="the benchmark times the compiled core")
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    args = ["--shape", "96", "80", "64", "--rounds", "2", "--seconds", "0.05"]
+    for dtype in ("float32", "float64"):
+        result = run_python([str(CONCURRENCY), *args, "--dtype", dtype])
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "96x64 · 64x80 " + dtype in out, out
+        summary = out.split("median over rounds")[1].splitlines()[1:]
+        names = ["1 thread, alone", "1 thread each, 2 processes side by side", "2 threads, one process"]
+        assert [line.split(":")[0].strip() for line in summary] == names, out
+        for line in summary:
+            assert float(line.split(":")[1].split()[0]) > 0, line
+        assert out.count("round 2, 1 thread each, 2 processes side by side: ") == 1, out
