@@ -29,14 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import MALLOC_VARS, REMOVED_VARS, Peer, rotated  # bench/run.py's environment and peers
+from run import Peer, rerun_in_bench_environment, rotated  # bench/run.py's environment and peers
 
-if os.environ.get("_BPFAST_GEMM_BENCH") != "1" and (
-    any(var in os.environ for var in REMOVED_VARS) or any(os.environ.get(k) != v for k, v in MALLOC_VARS.items())
-):
-    env = {k: v for k, v in os.environ.items() if k not in REMOVED_VARS}
-    env.update(MALLOC_VARS, _BPFAST_GEMM_BENCH="1")
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+rerun_in_bench_environment("_BPFAST_GEMM_BENCH")
 
 import numpy as np  # noqa: E402
 

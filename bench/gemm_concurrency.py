@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from run import MALLOC_VARS, REMOVED_VARS  # bench/run.py's environment
+from run import rerun_in_bench_environment  # bench/run.py's environment
 
 
 def rate(gflops):
@@ -34,12 +34,12 @@ def rate(gflops):
 
 def worker(args):
     """One process: pin, build the operands, check, wait for the start, time calls for a while."""
+    os.sched_setaffinity(0, set(args.cpus))  # first: every thread started later inherits it
     import numpy as np
 
     import bpfast
     from bpfast import _core
 
-    os.sched_setaffinity(0, set(args.cpus))
     bpfast.set_num_threads(len(args.cpus))
     M, N, K = args.shape
     rng = np.random.default_rng(0)
@@ -121,8 +121,5 @@ def main():
 
 
 if __name__ == "__main__":
-    if os.environ.get("_BPFAST_GEMM_CONCURRENCY") != "1" and "--worker" not in sys.argv:
-        env = {k: v for k, v in os.environ.items() if k not in REMOVED_VARS}
-        env.update(MALLOC_VARS, _BPFAST_GEMM_CONCURRENCY="1")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    rerun_in_bench_environment("_BPFAST_GEMM_CONCURRENCY")  # the workers inherit it
     sys.exit(main())

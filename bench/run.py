@@ -79,6 +79,22 @@ WARMUP_S = 0.01  # untimed calls before each sample (at least one): see _quiet.w
 # ----------------------------------------------------------------------------- environment
 
 
+def rerun_in_bench_environment(flag: str) -> None:
+    """For the scripts beside this one that time in their own process (gemm_bench.py,
+    gemm_concurrency.py): re-execute the running script with REMOVED_VARS unset and MALLOC_VARS set,
+    unless it has them already or ``flag`` is set (the re-executed process and its children)."""
+    if os.environ.get(flag) == "1":
+        return
+    if not any(var in os.environ for var in REMOVED_VARS) and all(
+        os.environ.get(k) == v for k, v in MALLOC_VARS.items()
+    ):
+        return
+    env = {k: v for k, v in os.environ.items() if k not in REMOVED_VARS}
+    env.update(MALLOC_VARS)
+    env[flag] = "1"
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def clean_environment(environ) -> tuple[dict, list[str]]:
     """The child's environment and the notes saying what changed."""
     env = dict(environ)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,6 @@ CONCURRENCY = SCRIPT.parent / "gemm_concurrency.py"
 @pytest.mark.skipif(not CONCURRENCY.is_file(), reason="bench/ is not beside the tests (not a checkout)")
 def test_gemm_concurrency_reports_the_three_configurations():
     pytest.importorskip("bpfast._core", reason="the benchmark times the compiled core")
-    import os
-
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two cores")
     args = ["--shape", "96", "80", "64", "--rounds", "2", "--seconds", "0.05"]
