@@ -388,7 +388,7 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, bool prefetch_next
                 }
                 e[v] = loadu(x + j + v * W) - mx;
             }
-            vexp_each<T, NV>(e);
+            vexp_each<T, NV, true>(e);  // x - max <= 0
 #pragma GCC unroll 8
             for (int v = 0; v < NV; v += 2) {  // even vectors to s0, odd to s1, in order
                 storeu(y + j + v * W, e[v]);

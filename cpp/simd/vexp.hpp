@@ -143,26 +143,39 @@ inline V<T> vexp_normal(V<T> x) {
 // 105593, once several vectors are in flight.)
 inline __m512 scale_by_pow2(__m512 p, __m512 n) { return _mm512_maskz_scalef_ps(0xffff, p, n); }
 inline __m512d scale_by_pow2(__m512d p, __m512d n) { return _mm512_maskz_scalef_pd(0xff, p, n); }
+inline __m512 vmax_keep_nan(__m512 x, float lo) { return _mm512_maskz_max_ps(0xffff, _mm512_set1_ps(lo), x); }
+inline __m512d vmax_keep_nan(__m512d x, double lo) { return _mm512_maskz_max_pd(0xff, _mm512_set1_pd(lo), x); }
 inline __m512 clamp_keep_nan(__m512 x, float lo, float hi) {
-    return _mm512_maskz_min_ps(0xffff, _mm512_set1_ps(hi), _mm512_maskz_max_ps(0xffff, _mm512_set1_ps(lo), x));
+    return _mm512_maskz_min_ps(0xffff, _mm512_set1_ps(hi), vmax_keep_nan(x, lo));
 }
 inline __m512d clamp_keep_nan(__m512d x, double lo, double hi) {
-    return _mm512_maskz_min_pd(0xff, _mm512_set1_pd(hi), _mm512_maskz_max_pd(0xff, _mm512_set1_pd(lo), x));
+    return _mm512_maskz_min_pd(0xff, _mm512_set1_pd(hi), vmax_keep_nan(x, lo));
+}
+// exp's argument clamped into [lo, hi]; an argument known to be <= 0 or NaN (x - rowmax in a
+// softmax) needs only the lower bound.
+template <bool kNonPositive, class T>
+inline V<T> clamp_exp_arg(V<T> x) {
+    using C = ExpConst<T>;
+    if constexpr (kNonPositive)
+        return vmax_keep_nan(x, C::lo);
+    else
+        return clamp_keep_nan(x, C::lo, C::hi);
 }
 
 // float: k = round(16 x / ln2), r = x - k ln2/16 (|r| <= ln2/32), and
 // exp(x) = 2^floor(k/16) * 2^((k mod 16)/16) * exp(r). The middle factor comes from a table of 16
 // floats held in one register: vpermps picks by the low 4 bits of k, which the magic-number
-// rounding leaves in t's bits. exp(r) - 1 is r + r^2 (1/2 + r/6) (truncation < 1e-8), and vscalef
-// applies 2^floor(k/16), since it floors its second operand. Within 1 ulp, 98% correctly rounded
-// (every 7th float of the range, against exp in double); 13 instructions where the polynomial
-// path takes 15, in a dependent chain a third shorter.
+// rounding leaves in t's bits. The magic number 1.5 * 2^19 rounds x / ln2 to a multiple of 1/16,
+// so t - magic is k/16 itself (the same bits as rounding 16 x / ln2 to an integer, then scaling).
+// exp(r) - 1 is r + r^2 (1/2 + r/6) (truncation < 1e-8), and vscalef applies 2^floor(k/16), since
+// it floors its second operand. Within 1 ulp, 98% correctly rounded (every 7th float of the
+// range, against exp in double); 12 instructions where the polynomial path takes 15 (11 when the
+// argument is known to be <= 0), in a dependent chain a third shorter.
 struct ExpTable {
-    static constexpr float log2e_16 = 23.0831206542233f;  // 16 / ln2
-    static constexpr float ln2_16_hi = 0.693359375f / 16, ln2_16_lo = -2.12194440e-4f / 16;
+    static constexpr float magic_16 = 786432.0f;  // 1.5 * 2^19: rounds x / ln2 to a multiple of 1/16
 };
 
-template <int NV>
+template <int NV, bool kNonPositive = false>
 inline void vexp_each_table(V<float>* x) {
     using C = ExpConst<float>;
     using E = ExpTable;
@@ -170,35 +183,35 @@ inline void vexp_each_table(V<float>* x) {
                                            0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f, 0x1.6a09e6p+0f,
                                            0x1.7a1148p+0f, 0x1.8ace54p+0f, 0x1.9c4918p+0f, 0x1.ae89fap+0f,
                                            0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f);
-    const V<float> magic = splat(C::magic);
-    V<float> t[NV], k[NV], r[NV], p[NV];
+    const V<float> magic = splat(E::magic_16);
+    V<float> t[NV], k16[NV], r[NV], p[NV];
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) x[i] = clamp_keep_nan(x[i], C::lo, C::hi);
+    for (int i = 0; i < NV; ++i) x[i] = clamp_exp_arg<kNonPositive, float>(x[i]);
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) t[i] = x[i] * E::log2e_16 + magic;  // k in the low mantissa bits
+    for (int i = 0; i < NV; ++i) t[i] = x[i] * C::log2e + magic;  // k mod 16 in the low mantissa bits
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) k[i] = t[i] - magic;
+    for (int i = 0; i < NV; ++i) k16[i] = t[i] - magic;  // k / 16
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) r[i] = x[i] - k[i] * E::ln2_16_hi;  // exact
+    for (int i = 0; i < NV; ++i) r[i] = x[i] - k16[i] * C::ln2_hi;  // exact
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) r[i] = r[i] - k[i] * E::ln2_16_lo;
+    for (int i = 0; i < NV; ++i) r[i] = r[i] - k16[i] * C::ln2_lo;
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) p[i] = (r[i] * r[i]) * (r[i] * (1.0f / 6) + 0.5f) + r[i];
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) {
         const V<float> tj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_castps_si512(t[i]), pow2_j16);
-        x[i] = scale_by_pow2(tj * p[i] + tj, k[i] * (1.0f / 16));
+        x[i] = scale_by_pow2(tj * p[i] + tj, k16[i]);
     }
 }
 
 // double: the polynomial path, 2^n applied by vscalef.
-template <class T, int NV>
+template <class T, int NV, bool kNonPositive>
 inline void vexp_each_poly(V<T>* x) {
     using C = ExpConst<T>;
     const V<T> magic = splat(C::magic);
     V<T> n[NV], r[NV], p[NV];
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) x[i] = clamp_keep_nan(x[i], C::lo, C::hi);
+    for (int i = 0; i < NV; ++i) x[i] = clamp_exp_arg<kNonPositive, T>(x[i]);
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) n[i] = (x[i] * C::log2e + magic) - magic;
 #pragma GCC unroll 8
@@ -211,12 +224,13 @@ inline void vexp_each_poly(V<T>* x) {
 }
 
 // x[i] = exp(x[i]) for NV vectors, each step across all of them (see exp_poly_each).
-template <class T, int NV>
+// kNonPositive: the caller knows every lane is <= 0 or NaN (a shorter clamp).
+template <class T, int NV, bool kNonPositive = false>
 inline void vexp_each(V<T>* x) {
     if constexpr (sizeof(T) == sizeof(float))
-        vexp_each_table<NV>(x);
+        vexp_each_table<NV, kNonPositive>(x);
     else
-        vexp_each_poly<T, NV>(x);
+        vexp_each_poly<T, NV, kNonPositive>(x);
 }
 
 template <class T>
@@ -234,7 +248,7 @@ inline V<T> vexp(V<T> x) {
     return vexp_any<T>(x);
 }
 
-template <class T, int NV>
+template <class T, int NV, bool kNonPositive = false>
 inline void vexp_each(V<T>* x) {
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) x[i] = vexp<T>(x[i]);
