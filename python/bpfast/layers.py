@@ -15,6 +15,8 @@ from bpfast._backend import current
 from bpfast.backends import numpy_ref
 from bpfast.functions import softmax_loss_backward, softmax_with_loss
 
+_ndarray = np.ndarray
+
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
 
@@ -115,7 +117,18 @@ class Affine:
     def forward(self, x):
         W, b = self.W, self.b
         backend = current()
-        if _usual_forward(backend, x, W, b):  # checked in a few attribute reads
+        if backend.name == "cpp" and type(x) is _ndarray and type(W) is _ndarray and type(b) is _ndarray:
+            # The core checks dtypes and shapes itself, faster than Python could; what it does not
+            # take as it is (TypeError, ValueError) goes the general way, which converts or explains.
+            try:
+                out = backend.affine_forward(x, W, b)
+            except (TypeError, ValueError):
+                pass
+            else:
+                self.original_x_shape = x.shape
+                self.x = x
+                return out
+        elif _usual_forward(backend, x, W, b):  # checked in a few attribute reads
             self.original_x_shape = x.shape
             self.x = x
             return backend.affine_forward(x, W, b)
@@ -146,15 +159,22 @@ class Affine:
         if x is None:
             raise RuntimeError("Affine.backward called before Affine.forward")
         backend = current()
-        if _usual_backward(backend, dout, x, W):  # checked in a few attribute reads
+        dx = None
+        if backend.name == "cpp" and type(dout) is _ndarray and type(W) is _ndarray:
+            try:  # as in forward: the core checks, the general way takes what it refuses
+                dx, self.dW, self.db = backend.affine_backward(dout, x, W)
+            except (TypeError, ValueError):
+                pass
+        elif _usual_backward(backend, dout, x, W):  # checked in a few attribute reads
             dx, self.dW, self.db = backend.affine_backward(dout, x, W)
-        else:
+        if dx is None:
             dout = _arrays.as_numeric(dout, "dout")
             W = _arrays.as_numeric(W, "W")
             expected = (x.shape[0], W.shape[1])
             _arrays.require_shape(dout.shape == expected, "Affine.backward", ("dout", dout.shape), ("x·W", expected))
             dx, self.dW, self.db = _affine_backward(dout, x, W)
-        return dx.reshape(*self.original_x_shape)
+        shape = self.original_x_shape
+        return dx if dx.shape == shape else dx.reshape(shape)
 
 
 def _usual_forward(backend, x, W, b) -> bool:
