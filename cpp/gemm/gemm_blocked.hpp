@@ -532,8 +532,6 @@ template <class T, int MR, class TA>
 void pack_a(T* dst, const TA* A, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t m, ptrdiff_t kc, std::uint64_t* bits = nullptr,
             ptrdiff_t words = 0, int parts = 1) {
     static_assert(MR <= 32, "a panel's rows fit the row mask below");
-    using S = Simd<T>;
-    constexpr int W = S::W;
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR, dst += MR * kc) {
         const int mi = static_cast<int>(min_of(MR, m - i0));
         if (ks == 1) {  // rows contiguous: transposed in registers
