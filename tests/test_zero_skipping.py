@@ -154,6 +154,31 @@ def test_odd_zeros(cpu_path, kind):
             assert_same_bits(np.nan_to_num(on), np.nan_to_num(off))
 
 
+@pytest.mark.parametrize("n", [50, 34, 16])
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_zero_sums(cpu_path, kind, n):
+    """A skipped k adds a zero product, and +0.0 turns a -0.0 sum into +0.0: row 0's only term
+    is a denormal times -0.01, which rounds to -0.0, and every k after it is unused by the whole
+    tile, each adding +0.0 * (w > 0) = +0.0 in the full sum. Skipping must give +0.0 too (it gave
+    -0.0 in float32 before the kernels checked their sums for -0.0). n = 50: the microkernel and
+    the few columns past its vectors (dot_edge for x·W, edge_columns for x^T·W); 34 the same past
+    two-vector tiles; 16 whole vectors only."""
+    a_dt, b_dt = dtypes(kind)
+    M, K = 100, 300
+    x = np.zeros((M, K), a_dt)
+    x[1:, :8] = 1.0
+    x[0, 7] = 3 * np.finfo(a_dt).smallest_subnormal
+    w = np.abs(np.random.default_rng(0).standard_normal((K, n))).astype(b_dt) + 0.5
+    w[7] = -0.01
+    for trans_a in (False, True):
+        a = np.ascontiguousarray(x.T) if trans_a else x
+        on, off, skipped = both_ways(a, w, trans_a=trans_a)
+        assert skipped > 0
+        assert_same_bits(on, off)
+        if a_dt == b_dt == np.float32:  # the product underflows: the full sum ends at +0.0
+            assert not np.signbit(off[0]).any() and (off[0] == 0).all()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_non_finite_b_runs_every_k(cpu_path, kind):
     """0·inf is NaN: an infinity or a NaN anywhere in op(B) turns skipping off for the call, so the

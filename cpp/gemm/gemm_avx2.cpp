@@ -51,6 +51,10 @@ struct Simd<float> {
     static unsigned nonzero(V v) {
         return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
     }
+    // Bit l set when lane l is -0.0: the sign bits of the lanes equal to zero.
+    static unsigned negative_zeros(V v) {
+        return static_cast<unsigned>(_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_EQ_OQ), v)));
+    }
     // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n (AVX's
     // masked load does not touch the lanes left out).
     static unsigned nonzero_first(const float* p, ptrdiff_t n) {
@@ -129,6 +133,9 @@ struct Simd<double> {
     static V bit_or(V a, V b) { return _mm256_or_pd(a, b); }
     static unsigned nonzero(V v) {
         return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ)));
+    }
+    static unsigned negative_zeros(V v) {
+        return static_cast<unsigned>(_mm256_movemask_pd(_mm256_and_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ), v)));
     }
     static unsigned nonzero_first(const double* p, ptrdiff_t n) {
         if (n <= 0) return 0;

@@ -41,6 +41,8 @@ struct Simd<float> {
         return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
     }
     static unsigned nonzero(V v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ); }
+    // Bit l set when lane l is -0.0.
+    static unsigned negative_zeros(V v) { return _mm512_fpclass_ps_mask(v, 0x04); }
     // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n (n >= 0).
     static unsigned nonzero_first(const float* p, ptrdiff_t n) {
         if (n <= 0) return 0;
@@ -122,6 +124,7 @@ struct Simd<double> {
         return _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(a), _mm512_castpd_si512(b)));
     }
     static unsigned nonzero(V v) { return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ); }
+    static unsigned negative_zeros(V v) { return _mm512_fpclass_pd_mask(v, 0x04); }
     static unsigned nonzero_first(const double* p, ptrdiff_t n) {
         if (n <= 0) return 0;
         const __mmask8 m = n >= 8 ? kAll8 : static_cast<__mmask8>(first_n16(n));
@@ -168,9 +171,9 @@ struct Simd<double> {
 }  // namespace
 
 namespace gemm_avx512 {
-using SBlock = Blocking<14, 2, 384, 112, 4096, 8>;
+using SBlock = Blocking<14, 2, 512, 112, 4096, 8>;
 using DBlock = Blocking<14, 2, 256, 112, 2048, 8>;
 }  // namespace gemm_avx512
 }  // namespace bpfast
 
-BPFAST_DEFINE_GEMM_ISA(avx512, "sgemm_avx512_14x32 dgemm_avx512_14x16 (8x3 vectors for layers 3 vectors wide), KC=384/256 MC=112")
+BPFAST_DEFINE_GEMM_ISA(avx512, "sgemm_avx512_14x32 dgemm_avx512_14x16 (8x3 vectors for layers 3 vectors wide), KC=512/256 MC=112")

@@ -192,6 +192,25 @@ __attribute__((always_inline)) inline void store_vector(T* p, typename Simd<T>::
         S::store_n(p, v, nj);
 }
 
+// Zero skipping and the sign of zero: a skipped k adds a zero product, +0.0 or -0.0, and that
+// changes a sum only when the sum is -0.0 at that moment (+0.0 makes it +0.0). A sum that skips
+// is therefore the full sum's bits, except that it may be -0.0 where the full sum is +0.0
+// (denormal or signed-zero inputs, whose products round to -0.0). Every kernel that skips checks
+// its sums for -0.0 before it stores them, and where it finds one runs the tile again over every
+// k: the rare tile pays twice, the others one test per vector. This is the test: whether any of
+// the n accumulators at acc holds a -0.0; if so they are reset to zero for that second run.
+// (Inlined, with n a constant: the accumulators stay in registers.)
+template <class T>
+__attribute__((always_inline)) inline bool reset_if_negative_zero(typename Simd<T>::V* acc, int n) {
+    unsigned found = 0;
+#pragma GCC unroll 32
+    for (int i = 0; i < n; ++i) found |= Simd<T>::negative_zeros(acc[i]);
+    if (!found) return false;
+#pragma GCC unroll 32
+    for (int i = 0; i < n; ++i) acc[i] = Simd<T>::zero();
+    return true;
+}
+
 // The microkernel: RM rows (<= the packed stride MRP) by NVC vectors (<= NRP / W) of C from an A
 // panel and a B panel (as BR says); c is (m<=RM, n) with row stride ldc (n <= NVC*W; lanes past n
 // are computed and dropped). A is packed, a[k*MRP + i], or when DIRECT read in place,
@@ -244,9 +263,12 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
             for (int j = 0; j < NVC; ++j) acc[i][j] = S::fma(ai, bv[j], acc[i][j]);
         }
     };
+    bool every_k = !ks;
     if (ks) {
         for (ptrdiff_t e = 0; e < nk; ++e) rank1(ks[e], ks[e + kBPrefetchRows]);
-    } else {
+        every_k = reset_if_negative_zero<T>(acc[0], RM * NVC);
+    }
+    if (every_k) {
 #pragma GCC unroll 2
         for (ptrdiff_t k = 0; k < kc; ++k) rank1(k, k + kBPrefetchRows);
     }
@@ -357,6 +379,7 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
                     for (int v = 0; v < NA; ++v) acc[j][q][v] = S::fma(bj, av[q][v], acc[j][q][v]);
             }
         };
+        bool every_k = !bits;
         if (bits) {
             const int p0 = i0 / MRP, np = static_cast<int>(min_of(NP, ceil_div(m - i0, MRP)));
             for (ptrdiff_t w = 0; w < words; ++w) {
@@ -364,9 +387,10 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
                 for (int q = 0; q < np; ++q) used |= bits[(p0 + q) * words + w];
                 for (; used; used &= used - 1) rank1(w * 64 + __builtin_ctzll(used));
             }
-        } else {
-            for (ptrdiff_t k = 0; k < kc; ++k) rank1(k);
+            every_k = reset_if_negative_zero<T>(acc[0][0], R * NP * NA);
         }
+        if (every_k)
+            for (ptrdiff_t k = 0; k < kc; ++k) rank1(k);
         T sums[R][NP][NA * W];
 #pragma GCC unroll 8
         for (int j = 0; j < R; ++j)
@@ -410,19 +434,23 @@ inline void dot_rows(T* c, ptrdiff_t ldc, const T* a, ptrdiff_t lda, const T* bt
 #pragma GCC unroll 4
         for (int j = 0; j < R; ++j) acc[i][j] = S::zero();
     constexpr std::uint64_t vector_bits = W >= 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << W) - 1;
-    for (ptrdiff_t k = 0; k < kc; k += W) {
-        if (bits && !((bits[k / 64] >> (k % 64)) & vector_bits)) continue;  // (64 is a multiple of W)
-        const ptrdiff_t n = kc - k;  // lanes past kc load as zeros and add nothing
-        V bv[R];
+    auto run = [&](const std::uint64_t* used) __attribute__((always_inline)) {
+        for (ptrdiff_t k = 0; k < kc; k += W) {
+            if (used && !((used[k / 64] >> (k % 64)) & vector_bits)) continue;  // (64 is a multiple of W)
+            const ptrdiff_t n = kc - k;  // lanes past kc load as zeros and add nothing
+            V bv[R];
 #pragma GCC unroll 4
-        for (int j = 0; j < R; ++j) bv[j] = load_first(bt + j * ldbt + k, n);
+            for (int j = 0; j < R; ++j) bv[j] = load_first(bt + j * ldbt + k, n);
 #pragma GCC unroll 4
-        for (int i = 0; i < RB; ++i) {
-            const V av = opaque(load_first(a + i * lda + k, n));  // one load for the R columns
+            for (int i = 0; i < RB; ++i) {
+                const V av = opaque(load_first(a + i * lda + k, n));  // one load for the R columns
 #pragma GCC unroll 4
-            for (int j = 0; j < R; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
+                for (int j = 0; j < R; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
+            }
         }
-    }
+    };
+    run(bits);
+    if (bits && reset_if_negative_zero<T>(acc[0], RB * R)) run(nullptr);  // see the microkernel
     T lanes[RB][R][W];  // every accumulator stored first: the sums below then run side by side
 #pragma GCC unroll 4
     for (int i = 0; i < RB; ++i)

@@ -62,6 +62,13 @@ struct GenericSimd {
             if (v[j] != T(0)) bits |= 1u << j;
         return bits;
     }
+    // Bit l set when lane l is -0.0.
+    static unsigned negative_zeros(V v) {
+        unsigned bits = 0;
+        for (int j = 0; j < W; ++j)
+            if (v[j] == T(0) && __builtin_signbit(v[j])) bits |= 1u << j;
+        return bits;
+    }
     // Bit l set when lane l < n of p is not zero (NaN included); p is not read past n.
     static unsigned nonzero_first(const T* p, ptrdiff_t n) {
         unsigned bits = 0;
