@@ -117,6 +117,7 @@ class Affine:
     def forward(self, x):
         W, b = self.W, self.b
         backend = current()
+        out = None
         if backend.name == "cpp" and type(x) is _ndarray and type(W) is _ndarray and type(b) is _ndarray:
             # The core checks dtypes and shapes itself, faster than Python could; what it does not
             # take as it is (TypeError, ValueError) goes the general way, which converts or explains.
@@ -124,15 +125,13 @@ class Affine:
                 out = backend.affine_forward(x, W, b)
             except (TypeError, ValueError):
                 pass
-            else:
-                self.original_x_shape = x.shape
-                self.x = x
-                return out
-        elif _usual_forward(backend, x, W, b):  # checked in a few attribute reads
-            self.original_x_shape = x.shape
-            self.x = x
-            return backend.affine_forward(x, W, b)
-        return self._forward_any(backend, x, W, b)
+        elif _usual_forward(x, W, b):  # checked in a few attribute reads
+            out = backend.affine_forward(x, W, b)
+        if out is None:
+            return self._forward_any(backend, x, W, b)
+        self.original_x_shape = x.shape
+        self.x = x
+        return out
 
     def _forward_any(self, backend, x, W, b):
         """forward for anything else: array-likes, x of more than two axes, (1, M) b, any dtype."""
@@ -165,7 +164,7 @@ class Affine:
                 dx, self.dW, self.db = backend.affine_backward(dout, x, W)
             except (TypeError, ValueError):
                 pass
-        elif _usual_backward(backend, dout, x, W):  # checked in a few attribute reads
+        elif _usual_backward(dout, x, W):  # checked in a few attribute reads
             dx, self.dW, self.db = backend.affine_backward(dout, x, W)
         if dx is None:
             dout = _arrays.as_numeric(dout, "dout")
@@ -177,19 +176,19 @@ class Affine:
         return dx if dx.shape == shape else dx.reshape(shape)
 
 
-def _usual_forward(backend, x, W, b) -> bool:
-    """Whether forward can hand x, W, b to the backend as they are: plain arrays, 2-D x and W and
-    1-D b that fit, all float32 or all float64 (or float32 x with float64 W and b on the core).
-    Anything else takes the general path, which converts, checks and explains."""
+def _usual_forward(x, W, b) -> bool:
+    """Whether forward can hand x, W, b to a Python backend (numpy, numba; the compiled core checks
+    for itself) as they are: plain arrays, 2-D x and W and 1-D b that fit, all float32 or all
+    float64. Anything else takes the general path, which converts, checks and explains."""
     if not (type(x) is np.ndarray and type(W) is np.ndarray and type(b) is np.ndarray):
         return False
     if not (x.ndim == 2 and W.ndim == 2 and b.ndim == 1 and x.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
         return False
     dtype = W.dtype
-    return b.dtype == dtype and _kernel_pair(backend, x, dtype)
+    return b.dtype == dtype and _kernel_pair(x, dtype)
 
 
-def _usual_backward(backend, dout, x, W) -> bool:
+def _usual_backward(dout, x, W) -> bool:
     """As ``_usual_forward`` for backward: plain 2-D dout and W that fit the forward's x, dout in
     W's dtype; the kernel then returns dx, dW, db in the dtypes NumPy's formulas give."""
     if not (type(dout) is np.ndarray and type(W) is np.ndarray and dout.ndim == 2 and W.ndim == 2):
@@ -197,14 +196,12 @@ def _usual_backward(backend, dout, x, W) -> bool:
     if not (dout.shape[0] == x.shape[0] and dout.shape[1] == W.shape[1] and W.shape[0] == x.shape[1]):
         return False
     dtype = W.dtype
-    return dout.dtype == dtype and _kernel_pair(backend, x, dtype)
+    return dout.dtype == dtype and _kernel_pair(x, dtype)
 
 
-def _kernel_pair(backend, x, dtype) -> bool:
-    """dtype is a kernel dtype, and x has it too or is float32 data the core widens itself."""
-    if x.dtype == dtype:
-        return dtype in _arrays.KERNEL_DTYPES
-    return _mixed_ok(backend, x, dtype)
+def _kernel_pair(x, dtype) -> bool:
+    """dtype is a kernel dtype, and x has it too."""
+    return x.dtype == dtype and dtype in _arrays.KERNEL_DTYPES
 
 
 def _mixed_ok(backend, x, dtype) -> bool:
