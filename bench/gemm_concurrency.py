@@ -6,11 +6,15 @@ Usage: python bench/gemm_concurrency.py [--shape M N K] [--dtype float32|float64
 
 If two single-thread processes side by side each run slower than one alone, the cores share
 something (the FMA units of a host core, power, the L3, memory, the hypervisor): the two-thread
-product cannot beat their sum, and its "% of peak" against an FMA probe (which runs alone, briefly)
-is capped by the machine, not by the kernel. Each configuration runs for --seconds per round; the
+product cannot beat their sum, and its share of the FMA probe's rate is capped by the machine, not
+by the kernel. Each configuration runs for --seconds per round; the
 rounds alternate the three configurations. Every worker is pinned to its core (the two-thread
 worker to both) and starts at a shared instant. Reports GFLOP/s, median and best of each worker's
-calls, per round, and the median over rounds; the result is checked against NumPy first.
+calls, per round, and the median over rounds; the result is checked against NumPy first. Each
+worker then runs the FMA probe (_core._peak_gflops, on its threads, for half as long; the
+side-by-side workers' probes run side by side too), and "% of probe" divides the product's median
+rate by that: the peak of the same cores in the same seconds, which drifts with the other tenants
+from round to round by as much as the product does.
 Runs with bench/run.py's malloc settings and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE.
 """
 
@@ -59,9 +63,15 @@ def worker(args):
         _core._gemm(a, b)
         times.append(time.perf_counter() - start)
     flop = 2.0 * M * N * K
+    probe = _core._peak_gflops(args.dtype, args.seconds / 2)
     print(json.dumps({"median": flop / statistics.median(times) / 1e9, "best": flop / min(times) / 1e9,
-                      "calls": len(times)}), flush=True)
+                      "calls": len(times), "probe": probe}), flush=True)
     return 0
+
+
+def share_of_probe(reports):
+    """The workers' product rate (medians, summed) over their probes' rate (summed)."""
+    return sum(x["median"] for x in reports) / sum(x["probe"] for x in reports)
 
 
 def run_workers(args, cpu_sets):
@@ -111,12 +121,15 @@ def main():
             reports = run_workers(args, configs[name])
             results[name].append(reports)
             per = ", ".join(f"{rate(x['median'])} (best {rate(x['best'])}, {x['calls']} calls)" for x in reports)
-            print(f"  round {r + 1}, {name}: {per}", flush=True)
+            print(f"  round {r + 1}, {name}: {per}; probe {rate(sum(x['probe'] for x in reports))}, "
+                  f"{100 * share_of_probe(reports):.0f}% of it", flush=True)
     print("median over rounds (sum over processes):")
     for name, rounds in results.items():
         totals = [sum(x["median"] for x in reports) for reports in rounds]
         bests = [sum(x["best"] for x in reports) for reports in rounds]
-        print(f"  {name}: {rate(statistics.median(totals))} GFLOP/s (best rounds' sum {rate(max(bests))})")
+        shares = [share_of_probe(reports) for reports in rounds]
+        print(f"  {name}: {rate(statistics.median(totals))} GFLOP/s (best rounds' sum {rate(max(bests))}), "
+              f"{100 * statistics.median(shares):.0f}% of the probe (rounds {100 * min(shares):.0f}-{100 * max(shares):.0f}%)")
     return 0
 
 
