@@ -118,7 +118,33 @@ def test_missing_data_falls_back_to_scikit_learn_digits(tmp_path, capsys):
     assert "digits" in summary["dataset"] and "fallback" in summary["dataset"]
     assert summary["test_acc"] > 0.8
     err = capsys.readouterr().err
-    assert "mnist is not available" in err and "NOT MNIST" in err
+    assert "MNIST is not available" in err and "NOT MNIST" in err
+    assert "bpfast train --data DIR" in err  # the command line's own way, beside the API's
+
+
+def test_the_fallback_prints_about_twenty_accuracy_lines(capsys):
+    """Digits has 14 steps an epoch: the book's line per epoch would be 215 lines here."""
+    pytest.importorskip("sklearn", reason="the digits fallback needs scikit-learn (the demo extra)")
+    assert cli.main(["train", "--iters", "3000", "--seed", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    assert 15 <= len(lines) <= cli.EVAL_LINES + 1
+    assert lines[0].split()[1] == "0" and lines[-1].split()[1] == "3000"
+    assert "accuracy every 11 epochs of 14 steps" in out
+
+
+@pytest.mark.parametrize("asked", [["--data", "{empty}"], ["--dataset", "mnist"], ["--dataset", "fashion-mnist"]])
+def test_data_asked_for_by_name_is_never_replaced(tmp_path, capsys, asked):
+    """An explicit --data or --dataset that cannot be found ends the command (exit 1) instead of
+    training on the digits: a script checking the exit code would not see the substitution."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["train", "--iters", "5", "--no-progress", *(a.format(empty=empty) for a in asked)]
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    message = str(raised.value.code)
+    assert "is not available" in message and "bpfast train --data DIR" in message
+    assert "iter " not in capsys.readouterr().out
 
 
 def test_missing_data_without_scikit_learn_says_what_to_do(tmp_path, monkeypatch):
