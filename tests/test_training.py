@@ -53,6 +53,52 @@ def test_gradient_check_catches_a_wrong_gradient(backend):
     assert not result.passed
 
 
+def net_with_a_kink(dtype=np.float64):
+    """A small net whose hidden unit 2 sits 3e-5 from ReLU's kink on sample 0: closer than the
+    step h = 1e-4, so moving b1[2] by h flips that unit, and W1[i, 2] for the larger pixels."""
+    np.random.seed(7)
+    net = TwoLayerNet(20, 10, 5, weight_init_std=0.3, dtype=dtype)
+    x = normal(1, (3, 20), np.float64).astype(dtype)
+    net.params["b1"][2] = 3e-5 - float(x[0] @ net.params["W1"][:, 2])
+    return net, x, labels(2, 3, 5)
+
+
+def test_gradient_check_leaves_out_elements_at_a_relu_kink(backend):
+    """The difference quotient across the kink mixes two slopes: the book's mean for b1 is far
+    off although backprop is right; the check counts those elements and judges the rest."""
+    net, x, t = net_with_a_kink()
+    z = x @ net.params["W1"] + net.params["b1"]
+    assert 0 < z[0, 2] < 1e-4 and np.abs(np.delete(z, 2, axis=1)).min() > 1e-3  # the one unit at the kink
+    result = gradient_check(net, x, t)
+    assert result.passed, result.errors
+    assert result.errors["b1"].kinks == 1  # b1[2]: the only bias whose step reaches a kink
+    assert result.errors["b1"].mean_abs_diff > 1e-6  # what the verdict would be without the kinks
+    assert result.errors["W1"].kinks >= 1  # W1[i, 2] moves z[0, 2] by h*x[0, i]
+    assert result.errors["W2"].kinks == 0 and result.errors["b2"].kinks == 0  # after the ReLU
+    assert all(e.max_rel_error < 1e-3 for e in result.errors.values()), result.errors
+
+
+def test_kinks_do_not_hide_a_wrong_gradient(backend):
+    net, x, t = net_with_a_kink()
+    honest = net.gradient
+    net.gradient = lambda x, t: {k: v * 1.01 for k, v in honest(x, t).items()}
+    result = gradient_check(net, x, t)
+    assert not result.passed
+    assert not result.errors["W2"].passed and result.errors["W2"].kinks == 0
+
+
+def test_gradient_check_in_float32(backend):
+    """float32 passes at its own default atol (the rounding of the loss over 2h), and a grossly
+    wrong gradient still fails there."""
+    net, x, t = net_with_a_kink(np.float32)
+    result = gradient_check(net, x, t)
+    assert result.passed, result.errors
+    assert gradient_check(net, x, t, atol=1e-6).passed is False  # float64's limit is below float32's noise
+    honest = net.gradient
+    net.gradient = lambda x, t: {k: v * 1.5 for k, v in honest(x, t).items()}
+    assert not gradient_check(net, x, t).passed
+
+
 def read_idx(path, count, header):
     """The first ``count`` records of a gzip IDX file (header bytes, then one byte a value)."""
     with gzip.open(path, "rb") as f:
