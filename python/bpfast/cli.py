@@ -26,7 +26,7 @@ def _print_info(args: argparse.Namespace) -> int:
     return 0
 
 
-#: At most about this many accuracy lines from `bpfast train` (MNIST's 10,000 steps print 17).
+#: At most about this many accuracy lines from `bpfast train` (MNIST's 10,000 steps print 18).
 EVAL_LINES = 20
 
 
@@ -43,8 +43,8 @@ def _load_data(args: argparse.Namespace):
         train, test = datasets.load_mnist(normalize=True, flatten=True, dataset=dataset, data_dir=args.data)
         return train, test, dataset
     except datasets.DatasetError as exc:
-        hint = (f"(from the command line: bpfast train --data DIR, or BPFAST_DATA=DIR bpfast train; "
-                f"--dataset digits trains on scikit-learn's bundled 8x8 digits)")
+        hint = ("(from the command line: bpfast train --data DIR, or BPFAST_DATA=DIR bpfast train; "
+                "--dataset digits trains on scikit-learn's bundled 8x8 digits)")
         if args.dataset is not None or args.data is not None:
             raise SystemExit(f"bpfast train: {exc}\n{hint}") from None
         print(f"bpfast train: {exc}\n{hint}", file=sys.stderr)
@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import bpfast
     from bpfast.nets import TwoLayerNet
-    from bpfast.training import train
+    from bpfast.training import eval_steps, train
 
     started = time.perf_counter()
     if args.backend:
@@ -102,18 +102,15 @@ def _train(args: argparse.Namespace) -> int:
 
     # The book prints the accuracies each epoch: on a small set (digits: 14 steps an epoch) that
     # is hundreds of lines, so at most about EVAL_LINES of them are printed, evenly spaced.
-    iter_per_epoch = max(x_train.shape[0] // args.batch_size, 1)
-    evals = -(-iters // iter_per_epoch) + ((iters - 1) % iter_per_epoch != 0)
-    every = max(-(-evals // EVAL_LINES), 1)
+    evaluations = eval_steps(iters, x_train.shape[0], args.batch_size)
+    every = max(-(-len(evaluations) // EVAL_LINES), 1)
+    shown = set(evaluations[::every] + evaluations[-1:])
     if every > 1:
-        say(f"(accuracy every {every} epochs of {iter_per_epoch} steps, and at the end)")
-    evals_seen = 0
+        say(f"(accuracy every {every} epochs of {evaluations[1]} steps, and at the end)")
 
     def on_eval(i, train_acc, test_acc):
-        nonlocal evals_seen
-        if evals_seen % every == 0 or evals_seen == evals - 1:
+        if i in shown:
             say(f"iter {i:>6}  train acc {train_acc:.4f}  test acc {test_acc:.4f}")
-        evals_seen += 1
 
     history = train(net, (x_train, t_train), (x_test, t_test), iters=iters, batch_size=args.batch_size,
                     lr=args.lr, on_step=on_step, on_eval=on_eval)

@@ -92,10 +92,10 @@ def gradient_check(network, x, t, atol: float | None = None) -> GradientCheck:
         at_kink = kinks.get(key, np.zeros(n.shape, dtype=bool))
         limit = atol if atol is not None else DEFAULT_ATOL.get(np.asarray(grad_numerical[key]).dtype, 1e-6)
         diff = np.abs(a - n)
-        smooth = diff[~at_kink]
-        mean_abs = float(np.mean(diff)) if diff.size else 0.0
         rel = diff / np.maximum(np.abs(a) + np.abs(n), 1e-12)
-        max_rel = float(np.max(rel[~at_kink])) if smooth.size else 0.0
+        smooth, smooth_rel = diff[~at_kink], rel[~at_kink]
+        mean_abs = float(np.mean(diff)) if diff.size else 0.0
+        max_rel = float(np.max(smooth_rel)) if smooth.size else 0.0
         passed = bool(float(np.mean(smooth)) <= limit) if smooth.size else diff.size == 0
         errors[key] = ParamError(mean_abs, max_rel, passed, int(np.count_nonzero(at_kink)))
     return GradientCheck(errors, all(e.passed for e in errors.values()))

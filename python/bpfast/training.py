@@ -15,7 +15,7 @@ import numpy as np
 
 from bpfast.nets import TwoLayerNet
 
-__all__ = ["TrainHistory", "train", "accuracy"]
+__all__ = ["TrainHistory", "train", "accuracy", "eval_steps"]
 
 EVAL_CHUNK = 10_000
 
@@ -42,6 +42,16 @@ def accuracy(net, x, t) -> float:
     return correct / max(x.shape[0], 1)
 
 
+def eval_steps(iters: int, train_size: int, batch_size: int) -> list[int]:
+    """The steps at which ``train`` measures the accuracies: the first of each epoch
+    (``train_size // batch_size`` steps, at least 1), and ``iters`` when the last step is not one."""
+    iter_per_epoch = max(train_size // batch_size, 1)
+    steps = list(range(0, iters, iter_per_epoch))
+    if iters and (iters - 1) % iter_per_epoch != 0:
+        steps.append(iters)
+    return steps
+
+
 def train(
     net: TwoLayerNet,
     train_data: tuple[np.ndarray, np.ndarray],
@@ -65,7 +75,8 @@ def train(
     train_size = x_train.shape[0]
     if train_size == 0:
         raise ValueError("train: the training set is empty")
-    iter_per_epoch = max(train_size // batch_size, 1)
+    evaluations = eval_steps(iters, train_size, batch_size)
+    due = set(evaluations)
     history = TrainHistory()
     step = _step_function(net, lr)
 
@@ -84,9 +95,9 @@ def train(
         history.loss.append(loss)
         if on_step is not None and (i + 1) % report_every == 0:
             on_step(i + 1, loss)
-        if i % iter_per_epoch == 0:
+        if i in due:
             evaluate(i)
-    if iters and (iters - 1) % iter_per_epoch != 0:
+    if evaluations and evaluations[-1] == iters:
         evaluate(iters)
     if on_step is not None and iters % report_every:
         on_step(iters, history.loss[-1])
