@@ -33,7 +33,8 @@ AFFINE_SHAPES = [
     (0, 5, 3),
     (0, 1, 1),
     (100, 784, 50),  # the book's first layer
-    (260, 300, 140),  # more than one GEMM block (MC=128, KC=256) each way
+    (260, 300, 140),  # more than one GEMM block (MC=112-128, KC=256) each way on the generic and AVX2 paths
+    (19, 2100, 37),  # several K blocks on the AVX-512 path too (KC=2048 float32, 1024 float64)
 ]
 # Shapes for elementwise ops and softmax: 1-D, 2-D (batch 1, awkward sizes, empty), N-D.
 ELEMENTWISE_SHAPES = [(1,), (7,), (129,), (1, 1), (1, 17), (3, 33), (17, 65), (65, 129), (0, 7), (2, 3, 5), (4, 1, 3, 7)]

@@ -546,9 +546,10 @@ def test_sigmoid_layer(args):
 @st.composite
 def affine_cases(draw):
     """x (N, ...) with D features, W (D, M), b (M,) or (1, M), dout (N, M); dtypes drawn apart."""
-    if one_in_ten(draw):  # several K blocks (KC is 256 or 384) and row blocks (MC is 112-128)
+    if one_in_ten(draw):  # several K blocks (KC is 256 on the generic and AVX2 paths, 1024-2048 on
+        # AVX-512) and row blocks (MC is 112-128)
         n, m, rest = draw(st.sampled_from([129, 300])), draw(st.sampled_from([17, 130])), 1
-        features = (draw(st.sampled_from([257, 400])),)
+        features = (draw(st.sampled_from([257, 400, 2100])),)
     else:
         n, m, rest = size(draw, BATCHES), size(draw, SIDES), draw(st.sampled_from([1, 1, 2, 3]))
         features = (size(draw, SIDES),) if rest == 1 else draw(hnp.array_shapes(min_dims=rest, max_dims=rest, max_side=4))

@@ -6,6 +6,7 @@ each case also checks that skipping happened where it should, and not where it s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +61,15 @@ def assert_same_bits(on, off):
 
 
 # (M, N, K) for op(A) (M,K) with digit-like rows: x·W of the book's layers and wider ones, a K past
-# one cache block (784 in several K blocks), M off the register block, N off the vectors (50 = 3
-# vectors and 2 columns in float32, 6 and 2 in float64), narrow N (10: C^T is computed instead).
+# one cache block (784 in several K blocks of the generic and AVX2 paths; 46x46 = 2116 pixels in
+# several of the AVX-512 path's), M off the register block, N off the vectors (50 = 3 vectors and
+# 2 columns in float32, 6 and 2 in float64), narrow N (10: C^T is computed instead).
 X_SHAPES = [(100, 50, 784), (50, 50, 784), (37, 100, 784), (300, 1024, 784), (7, 2048, 784), (256, 10, 784),
-            (130, 26, 784), (100, 48, 784)]
+            (130, 26, 784), (100, 48, 784), (60, 50, 2116), (45, 96, 2116)]
 # x^T·dout: op(A) = x^T (pixels, images), transposed in place. With fewer columns than a panel
 # (up to 32) and not whole vectors, some paths compute C^T = dout^T·x instead, where x is op(B),
 # and skip nothing.
-XT_SHAPES = [(784, 50, 100), (784, 1024, 64), (784, 10, 300), (784, 26, 41), (784, 50, 1000)]
+XT_SHAPES = [(784, 50, 100), (784, 1024, 64), (784, 10, 300), (784, 26, 41), (784, 50, 1000), (784, 50, 2100)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -75,7 +77,7 @@ def test_x_times_w_same_bits(cpu_path, kind):
     a_dt, b_dt = dtypes(kind)
     rng = np.random.default_rng(1)
     for M, N, K in X_SHAPES:
-        x = digit_like(M, seed=M, dtype=a_dt)
+        x = digit_like(M, seed=M, side=math.isqrt(K), dtype=a_dt)
         w = rng.standard_normal((K, N)).astype(b_dt)
         bias = rng.standard_normal(N).astype(b_dt)
         on, off, skipped = both_ways(x, w)
