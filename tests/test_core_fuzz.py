@@ -246,7 +246,8 @@ def test_unknown_cpu_path_is_harmless(value):
 def test_entry_points_are_all_covered():
     """A new binding must join ENTRY_POINTS (or the list of hooks below, with a reason)."""
     hooks = {"info", "get_num_threads", "set_num_threads", "_set_cpu_path", "_gemm_backend", "_pool_selftest", "_set_blas_gemm",
-             "_peak_gflops", "_set_skip_zeros", "_skipped_ks"}  # (the last two: test_zero_skipping.py)
+             "_peak_gflops", "_set_skip_zeros", "_skipped_ks",  # (these two: test_zero_skipping.py)
+             "_num_threads_env_problem"}  # (test_threads.py)
     public = {name for name in dir(_core) if callable(getattr(_core, name)) and not name.startswith("__")}
     public -= {"NotInPlaceError"}
     assert public - hooks == {entry.name for entry in ENTRY_POINTS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -110,6 +111,42 @@ def test_results_do_not_depend_on_the_thread_count():
         assert result.returncode == 0, result.stderr
         digests[threads] = result.stdout.strip()
     assert len(set(digests.values())) == 1, digests
+
+
+THREADS_ENV_SCRIPT = """
+import json, os, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import bpfast
+print(json.dumps({"threads": bpfast.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
+                  "note": bpfast.info().get("num_threads_note"),
+                  "warned": [str(w.message) for w in caught if w.category is RuntimeWarning]}))
+"""
+
+
+def import_with_threads_env(value: str) -> dict:
+    """What a fresh process importing bpfast with BPFAST_NUM_THREADS=value reports."""
+    if "cpp" not in available_backends():
+        pytest.skip("backend 'cpp' is not available here (the pool is the compiled core's)")
+    result = run_python(["-c", THREADS_ENV_SCRIPT], BPFAST_NUM_THREADS=value)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "3x", "2.5", "abc", "99999999999"])
+def test_unusable_thread_count_in_the_environment_is_ignored_aloud(value):
+    """BPFAST_NUM_THREADS that is not a whole number from 1 to 65536: the default, a RuntimeWarning
+    at import, and a note in info() (never a count parsed from part of it, or overflowed)."""
+    report = import_with_threads_env(value)
+    assert report["threads"] == report["cpus"]
+    assert report["note"].startswith(f"BPFAST_NUM_THREADS={value} ignored") and report["warned"] == [report["note"]]
+
+
+@pytest.mark.parametrize("value, expected", [("3", 3), (" 5 ", 5), ("", None)])
+def test_usable_thread_count_in_the_environment(value, expected):
+    report = import_with_threads_env(value)
+    assert report["threads"] == (expected or report["cpus"])
+    assert report["note"] is None and report["warned"] == []
 
 
 def test_long_kernel_lets_other_python_threads_run():

@@ -55,6 +55,7 @@ py::dict info() {
     d["gemm"] = gemm_backend();  // "bpfast", or "blas" (the BPFAST_GEMM=scipy hatch)
     d["gemm_zero_skipping"] = gemm_skip_zeros_enabled() ? "on" : "off";  // BPFAST_SKIP_ZEROS
     d["num_threads"] = num_threads();
+    if (const std::string problem = num_threads_env_problem(); !problem.empty()) d["num_threads_note"] = problem;
     return d;
 }
 
@@ -101,6 +102,8 @@ void register_info(py::module_& m) {
     active_kernels();  // choose the path at import (probe or BPFAST_CPU)
     m.def("info", &info, "Compiler, build flags per translation unit, CPU features, kernel path and why.");
     m.def("get_num_threads", &num_threads, "Threads the kernels use (the calling thread included).");
+    m.def("_num_threads_env_problem", &num_threads_env_problem,
+          "Why BPFAST_NUM_THREADS was ignored, or '' (unset, or used).");
     m.def(
         "set_num_threads",
         [](int n) {

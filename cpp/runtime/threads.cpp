@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -197,14 +198,39 @@ int available_cpus() {
     return std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
 }
 
+// BPFAST_NUM_THREADS as a thread count: a whole number from 1 to kMaxEnvThreads, spaces around
+// it allowed; 0 for anything else (a sign, a fraction, trailing text, too many digits), -1 for
+// nothing but spaces (as if unset).
+constexpr long kMaxEnvThreads = 1 << 16;
+
+int parse_thread_count(const char* text) {
+    while (*text == ' ' || *text == '\t') ++text;
+    long n = 0;
+    const char* p = text;
+    for (; *p >= '0' && *p <= '9'; ++p) {
+        n = n * 10 + (*p - '0');
+        if (n > kMaxEnvThreads) return 0;
+    }
+    if (p == text) return *p == '\0' ? -1 : 0;
+    while (*p == ' ' || *p == '\t') ++p;
+    return *p == '\0' && n >= 1 ? static_cast<int>(n) : 0;
+}
+
 }  // namespace
 
 int default_num_threads() {
     if (const char* env = std::getenv("BPFAST_NUM_THREADS")) {
-        const int n = std::atoi(env);
-        if (n >= 1) return n;
+        if (const int n = parse_thread_count(env); n >= 1) return n;
     }
     return available_cpus();
+}
+
+std::string num_threads_env_problem() {
+    const char* env = std::getenv("BPFAST_NUM_THREADS");
+    if (!env || parse_thread_count(env) != 0) return "";
+    return "BPFAST_NUM_THREADS=" + std::string(env) + " ignored (not a whole number from 1 to " +
+           std::to_string(kMaxEnvThreads) + "); the default is the " + std::to_string(available_cpus()) +
+           " CPUs this process may use";
 }
 
 int num_threads() { return pool().threads(); }

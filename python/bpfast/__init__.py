@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from bpfast._backend import backends, current as _current_backend, get_backend, set_backend, use_backend
 from bpfast._info import info
-from bpfast._threads import get_num_threads, set_num_threads
+from bpfast._threads import get_num_threads, set_num_threads, warn_if_env_ignored as _warn_if_env_ignored
 
 __all__ = [
     "__version__",
@@ -25,3 +25,4 @@ __all__ = [
 ]
 
 _current_backend()  # choose the default now, so BPFAST_BACKEND is read at import
+_warn_if_env_ignored()

@@ -7,6 +7,7 @@ process may use). Results never depend on the count: reductions run in fixed chu
 from __future__ import annotations
 
 import operator
+import warnings
 
 
 def _core():
@@ -31,3 +32,11 @@ def set_num_threads(n: int) -> None:
     core = _core()
     if core is not None:
         core.set_num_threads(n)
+
+
+def warn_if_env_ignored() -> None:
+    """A RuntimeWarning when BPFAST_NUM_THREADS was set but not usable (the default ran instead)."""
+    core = _core()
+    problem = core._num_threads_env_problem() if core is not None else ""
+    if problem:
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
