@@ -7,6 +7,8 @@ match. Where the book crashes or silently does the wrong thing, bpfast answers c
 from __future__ import annotations
 
 import re
+import warnings
+from fractions import Fraction
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -62,6 +64,7 @@ X23 = np.arange(6, dtype=np.float64).reshape(2, 3)
 W35 = np.ones((3, 5))
 B5 = np.zeros(5)
 OBJECTS = np.array([[object(), 1.0]], dtype=object)
+MASKED = np.ma.masked_array(X23, mask=[[False, True, False], [False, False, False]])
 READ_ONLY = np.ones((2, 3))
 READ_ONLY.flags.writeable = False
 LOSSES = {"SoftmaxWithLoss": swl_forward, "cross_entropy_error": F.cross_entropy_error, "softmax_loss": F.softmax_loss}
@@ -113,7 +116,10 @@ NET_ROWS = [
     BadInput("TwoLayerNet.gradient-empty", net_call, ("gradient", np.ones((0, 4)), T3[:0]), ValueError, r"empty batch"),
     BadInput("TwoLayerNet.gradient-onehot", net_call, ("gradient", X34, np.eye(4)[:3]), ValueError, shapes((3, 3), (3, 4))),
     BadInput("TwoLayerNet.predict-strings", net_call, ("predict", np.array([["a"] * 4])), TypeError, r"real numeric array"),
-    BadInput("TwoLayerNet.train_step-lr-string", net_call, ("train_step", X34, T3, "0.1"), TypeError, r"lr must be a real number, got str"),
+    BadInput("TwoLayerNet.train_step-lr-string", net_call, ("train_step", X34, T3, "0.1"), TypeError, r"lr must be a real number.*got str"),
+    BadInput("TwoLayerNet.train_step-lr-bool", net_call, ("train_step", X34, T3, True), TypeError, r"lr must be a real number.*got bool"),
+    BadInput("TwoLayerNet.train_step-lr-fraction", net_call, ("train_step", X34, T3, Fraction(1, 10)), TypeError, r"got Fraction"),
+    BadInput("TwoLayerNet.train_step-lr-1d", net_call, ("train_step", X34, T3, np.array([0.1])), TypeError, r"got ndarray"),
     BadInput("TwoLayerNet.train_step-lr-none", net_call, ("train_step", X34, T3, None), TypeError, r"lr must be a real number"),
     BadInput("TwoLayerNet.train_step-read-only", read_only_param_step, (X34, T3), ValueError, r"params \['W2'\] are read-only"),
 ]
@@ -160,6 +166,17 @@ ROWS = [
             ("ragged-list", [[1.0, 2.0], [3.0]], r"x must be a numeric array"),
         )
     ),
+    # Masked arrays: no kernel would honour the mask, so none is given one.
+    *(
+        BadInput(f"{fname}-masked", f, args, TypeError, r"masked array")
+        for fname, f, args in (
+            ("Relu.forward", lambda x: Relu().forward(x), (MASKED,)),
+            ("softmax", F.softmax, (MASKED,)),
+            ("SoftmaxWithLoss", swl_forward, (MASKED, np.array([0, 1]))),
+            ("Affine.forward-x", affine_forward, (MASKED, W35, B5)),
+            ("Affine.forward-b", affine_forward, (X23, W35, np.ma.masked_array(B5))),
+        )
+    ),
     BadInput("Affine-W-none", affine_forward, (X23, None, B5), TypeError, r"W must be a numeric array"),
     BadInput("Affine-b-string", affine_forward, (X23, W35, "0"), TypeError, r"b must be a numeric array"),
     # Shape mismatches name both shapes.
@@ -186,6 +203,9 @@ ROWS = [
     # The gradient helpers and the net.
     BadInput("numerical_gradient-list", numerical_gradient, (lambda x: 0.0, [1.0, 2.0]), TypeError, r"ndarray"),
     BadInput("numerical_gradient-read-only", numerical_gradient, (lambda x: 0.0, READ_ONLY), ValueError, r"read-only"),
+    # x + h would be truncated (the book's version returns garbage there) or rounded away
+    BadInput("numerical_gradient-int", numerical_gradient, (lambda x: 0.0, np.arange(3)), TypeError, r"float32 or float64, got int64"),
+    BadInput("numerical_gradient-float16", numerical_gradient, (lambda x: 0.0, np.ones(3, np.float16)), TypeError, r"got float16"),
     BadInput("TwoLayerNet-int-dtype", lambda: TwoLayerNet(2, 2, 2, dtype=np.int32), (), TypeError, r"float32 or float64"),
     BadInput("MulLayer-backward-before-forward", lambda: MulLayer().backward(1.0), (), RuntimeError, r"backward called before"),
     *NET_ROWS,
@@ -271,6 +291,17 @@ def with_specials(values):
     return values
 
 
+class Tagged(np.ndarray):
+    """A user's ndarray subclass that adds nothing."""
+
+
+def as_matrix(values):
+    """np.matrix(values), without its PendingDeprecationWarning (users still have them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(values)
+
+
 VALUES = np.linspace(-3, 3, 35).reshape(5, 7)
 ODD_INPUTS = {
     "big-endian-f8": lambda: VALUES.astype(">f8"),
@@ -283,6 +314,10 @@ ODD_INPUTS = {
     "broadcast-column": lambda: np.broadcast_to(VALUES[:, :1], VALUES.shape),
     "nan-inf": lambda: with_specials(VALUES),
     "nan-inf-f4": lambda: with_specials(VALUES).astype(np.float32),
+    # subclasses: computed as the plain arrays they hold, on every backend
+    "matrix": lambda: as_matrix(VALUES),
+    "matrix-f4": lambda: as_matrix(VALUES.astype(np.float32)),
+    "subclass": lambda: VALUES.view(Tagged),
 }
 LABELS5 = np.array([0, 6, 3, 3, 1])
 
@@ -329,14 +364,18 @@ def tolerance(dtype):
 
 
 def run_quietly(op, x):
-    """``op(x)`` with NumPy's floating-point warnings off (NaN and inf inputs raise them)."""
-    with np.errstate(all="ignore"):
+    """``op(x)`` with NumPy's floating-point warnings off (NaN and inf inputs raise them), and
+    np.matrix's deprecation notice (arithmetic on a matrix makes new ones)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
         return [np.asarray(r) for r in op(x)]
 
 
 @pytest.mark.parametrize("op", list(ODD_OPS))
 @pytest.mark.parametrize("kind", list(ODD_INPUTS))
 def test_odd_input_gives_the_reference_answer(backend, op, kind):
+    if op == "MulLayer" and kind.startswith("matrix"):
+        pytest.skip("np.matrix's * is a matrix product, and MulLayer is the book's x * y on what it is given")
     x = ODD_INPUTS[kind]()
     before = x.copy()
     with bpfast.use_backend("numpy"):
@@ -360,3 +399,60 @@ def test_scalars_come_back_as_the_reference_gives_them(backend, name, value):
         expected = getattr(F, name)(value) if name != "softmax" else F.softmax(np.atleast_1d(value))
     assert type(got) is type(expected) and np.asarray(got).dtype == np.asarray(expected).dtype
     np.testing.assert_allclose(got, expected, rtol=tolerance(np.asarray(got).dtype))
+
+
+@pytest.mark.parametrize("value", [np.float16(1.5), np.int8(-2), np.array(3, np.int16), True], ids=["f2", "i1", "0-d-i2", "bool"])
+def test_layers_on_scalars_of_other_dtypes(backend, value):
+    """Relu and Sigmoid on a 0-d input the kernels do not take (the reference computes it, and the
+    layer keeps a NumPy scalar as the book's formula gives): backward still gives the reference's answer."""
+
+    def passes():
+        relu, sigmoid = Relu(), Sigmoid()
+        relu_out, sigmoid_out = relu.forward(value), sigmoid.forward(value)
+        return relu_out, relu.backward(np.array(2.0)), sigmoid_out, sigmoid.backward(np.array(2.0))
+
+    got = passes()
+    with bpfast.use_backend("numpy"):
+        expected = passes()
+    for g, e in zip(got, expected):
+        assert np.asarray(g).dtype == np.asarray(e).dtype
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [np.array([[0.0, 0.0, 1.0]]), np.array([0.0, 0.0, 1.0]), 2, np.array([2]), np.array([[2]])],
+                         ids=["onehot-1xC", "onehot-C", "label", "label-1", "label-1x1"])
+def test_cross_entropy_of_one_sample_takes_the_book_targets(backend, t):
+    """The book reshapes t to (1, t.size) for a 1-D y: one-hot when it has y's size, else a label."""
+    y = np.array([0.2, 0.3, 0.5])
+    expected = -np.log(0.5 + 1e-7)
+    assert F.cross_entropy_error(y, t) == pytest.approx(expected, rel=1e-12)
+    assert swl_forward(np.log(y), t) == pytest.approx(expected, rel=1e-9)  # softmax(log y) is y
+
+
+def test_one_sample_with_a_batch_of_targets_names_their_shape(backend):
+    with pytest.raises(ValueError, match=shapes((1, 3), (2, 3))):
+        F.cross_entropy_error(np.array([0.2, 0.3, 0.5]), np.eye(3)[:2])
+
+
+def test_rejected_loss_forward_leaves_the_layer_as_it_was(backend):
+    layer = SoftmaxWithLoss()
+    t = np.array([0, 2])
+    loss = layer.forward(X23, t)
+    y = layer.y.copy()
+    with pytest.raises(ValueError, match="label 5"):
+        layer.forward(X23 * 2, np.array([5, 0]))
+    assert layer.t is t and layer.loss == loss
+    np.testing.assert_array_equal(layer.y, y)
+
+
+def test_matrix_bias_is_a_row_of_biases(backend):
+    """b as a (1, M) np.matrix is the book's (1, M) bias: the same output on every backend."""
+    out = affine_forward(X23, W35, as_matrix(np.arange(5.0)))
+    assert type(out) is np.ndarray
+    np.testing.assert_array_equal(out, X23 @ W35 + np.arange(5.0))
+
+
+def test_numerical_gradient_of_an_empty_array(backend):
+    grad = numerical_gradient(lambda x: float(np.sum(x**2)), np.zeros((0, 3)))
+    assert grad.shape == (0, 3) and grad.dtype == np.float64
+

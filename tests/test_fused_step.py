@@ -124,6 +124,26 @@ def test_train_step_equals_gradient_then_update(backend, rng, dtype):
     assert_same_params(stepped, updated)
 
 
+LEARNING_RATES = {
+    "float": 0.1,
+    "int": 1,
+    "np.float64": np.float64(0.1),  # promotes float32 params' update to float64 in NumPy
+    "np.float32": np.float32(0.1),
+    "0-d-f8": np.array(0.1),
+    "0-d-f4": np.array(0.1, dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("lr", list(LEARNING_RATES.values()), ids=list(LEARNING_RATES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_takes_lr_as_numpy_would(backend, rng, dtype, lr):
+    """Every form of lr gives the bits of ``params -= lr * grads`` (NumPy's promotion rules)."""
+    stepped, updated = make_pair(dtype, (33, 17, 7))
+    for _ in range(3):
+        step_both(stepped, updated, *batch(rng, n=13, d=33, c=7), lr=lr)
+    assert_same_params(stepped, updated)
+
+
 def steps_agree(rng, sizes, n, dtype, x_dtype, steps=3):
     stepped, updated = make_pair(dtype, sizes)
     for _ in range(steps):

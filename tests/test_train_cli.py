@@ -87,6 +87,15 @@ def test_train_writes_json_plot_and_parameters(tmp_path, capsys):
     assert "iter      0" in printed and "done: train acc" in printed
 
 
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--hidden", "0"), ("--iters", "-1"), ("--epochs", "0"), ("--batch-size", "ten")])
+def test_sizes_out_of_range_are_refused_by_the_parser(capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and ("must be at least" in err or "invalid integer value" in err)
+
+
 def test_epochs_set_the_number_of_iterations(tmp_path):
     data = write_idx(tmp_path / "data", n_train=300)
     out_json = tmp_path / "run.json"

@@ -19,9 +19,21 @@ _NUMERIC_KINDS = "biuf"
 
 
 def as_numeric(value, name: str) -> np.ndarray:
-    """``value`` as an ndarray of a real numeric dtype, or TypeError saying what it was."""
-    if isinstance(value, np.ndarray):
+    """``value`` as a plain ndarray of a real numeric dtype, or TypeError saying what it was.
+
+    Subclasses (np.matrix, np.memmap, ...) become plain views of the same memory, so that every
+    backend computes the same formula on them; masked arrays are refused, since no kernel would
+    honour the mask.
+    """
+    if type(value) is np.ndarray:
         array = value
+    elif isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, which the layers would not honour: pass {name}.filled(value) "
+            f"or np.asarray({name}) (the data as it is)"
+        )
+    elif isinstance(value, np.ndarray):
+        array = np.asarray(value)
     else:
         if value is None or isinstance(value, (str, bytes)):
             raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")

@@ -178,6 +178,18 @@ def _bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), *args.bench_args])
 
 
+def _at_least(least: int):
+    """An argparse type: a whole number >= least."""
+
+    def integer(text: str) -> int:
+        value = int(text)  # a ValueError: argparse says "invalid integer value"
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return integer
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpfast", description="Fast layers for 'Deep Learning from Scratch'.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,12 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_print_info)
 
     train = commands.add_parser("train", help="train the book's TwoLayerNet on MNIST (train_neuralnet.py)")
-    train.add_argument("--hidden", type=int, default=50, help="hidden units (default 50)")
+    train.add_argument("--hidden", type=_at_least(1), default=50, help="hidden units (default 50)")
     train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    train.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default 100)")
+    train.add_argument("--batch-size", type=_at_least(1), default=100, help="mini-batch size (default 100)")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=int, default=10_000, help="SGD steps (default 10000)")
-    length.add_argument("--epochs", type=int, help="epochs instead of --iters")
+    length.add_argument("--iters", type=_at_least(0), default=10_000, help="SGD steps (default 10000)")
+    length.add_argument("--epochs", type=_at_least(1), help="epochs instead of --iters")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
     train.add_argument("--backend", choices=("cpp", "numba", "numpy"), help="kernel backend (default: fastest)")
     train.add_argument("--seed", type=int, default=0,

@@ -176,8 +176,11 @@ def _batch_and_targets(x, t, what):
     if x2.shape[1] == 0:
         raise ValueError(f"{what}: x needs at least one class, got shape {x.shape}")
     t = _arrays.as_numeric(t, "t")
-    if x.ndim == 1:
-        t = t.reshape(1, -1) if t.shape == x.shape else t.reshape(-1)
+    if x.ndim == 1:  # the book: t.reshape(1, t.size), one-hot when it is y's size
+        if t.size == x.size:
+            t = t.reshape(1, -1)
+        elif t.size == 1:
+            t = t.reshape(1)
     return x2, _arrays.labels_or_onehot(t, x2.shape, what)
 
 

@@ -19,8 +19,15 @@ def numerical_gradient(f, x):
         raise TypeError(f"numerical_gradient: x must be an ndarray it can write into, got {type(x).__name__}")
     if not x.flags.writeable:
         raise ValueError("numerical_gradient: x is read-only, but the central difference writes into it")
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        raise TypeError(
+            f"numerical_gradient: x must be float32 or float64, got {x.dtype}: x ± 1e-4 would not be "
+            "stored as such (truncated to an integer, or rounded away in float16)"
+        )
     h = 1e-4
     grad = np.zeros_like(x)
+    if x.size == 0:
+        return grad
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:
         idx = it.multi_index

@@ -76,7 +76,7 @@ class Relu:
         if not dout.flags.writeable:
             raise ValueError("Relu.backward: dout is read-only, but the book's Relu zeroes it in place")
         backend = current() if _arrays.kernel_dtype(dout.dtype) else numpy_ref
-        backend.relu_backward(dout, self.mask)
+        backend.relu_backward(dout, np.asarray(self.mask))  # a NumPy bool after a 0-d input, as in the book
         return dout
 
 
@@ -98,9 +98,10 @@ class Sigmoid:
             raise RuntimeError("Sigmoid.backward called before Sigmoid.forward")
         dout = _arrays.as_numeric(dout, "dout")
         _arrays.require_shape(dout.shape == self.out.shape, "Sigmoid.backward", ("dout", dout.shape), ("out", self.out.shape))
-        dtype = np.result_type(dout, self.out)
+        out = np.asarray(self.out)  # a NumPy scalar after a 0-d input, as the book's formula gives
+        dtype = np.result_type(dout, out)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
-        return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(self.out, dtype))
+        return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
 
 
 class Affine:
@@ -233,8 +234,8 @@ class SoftmaxWithLoss:
         self._target = None
 
     def forward(self, x, t):
+        self.y, self.loss, self._target = softmax_with_loss(x, t)  # raises before any attribute changes
         self.t = t
-        self.y, self.loss, self._target = softmax_with_loss(x, t)
         return self.loss
 
     def backward(self, dout=1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -83,9 +82,14 @@ class TwoLayerNet:
         Fused into the one-call kernel when it can be (the update then happens in place,
         in native code), else ``gradient`` followed by the update in NumPy.
         """
-        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
-            raise TypeError(f"train_step: lr must be a real number, got {type(lr).__name__}")
-        fused = self._fused_call(x, t, "two_layer_train_step", lr)
+        if not _is_real_scalar(lr):
+            raise TypeError(f"train_step: lr must be a real number (Python or NumPy, or a 0-d array), got {type(lr).__name__}")
+        dtype = self.params["W1"].dtype
+        # The fused update computes lr * grad in the params' dtype, as NumPy does when lr does not
+        # promote it (a Python float does not; np.float64 does for float32 params: NumPy's way then).
+        fused = None
+        if type(lr) in (float, int) or np.result_type(lr, dtype) == dtype:
+            fused = self._fused_call(x, t, "two_layer_train_step", float(lr))
         if fused is not None:
             self._take_fused_results(*fused)
             return self.lastLayer.loss
@@ -169,3 +173,10 @@ class TwoLayerNet:
         grads["W1"], grads["b1"] = self.layers["Affine1"].dW, self.layers["Affine1"].db
         grads["W2"], grads["b2"] = self.layers["Affine2"].dW, self.layers["Affine2"].db
         return grads
+
+
+def _is_real_scalar(value) -> bool:
+    """A Python or NumPy integer or float (not a bool), or a 0-d array of one."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iuf"
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))

@@ -7,6 +7,7 @@ epoch. Nothing is printed: progress goes to the callbacks, results to the return
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ def train(
     train_size = x_train.shape[0]
     if train_size == 0:
         raise ValueError("train: the training set is empty")
+    for name, value, least in (("iters", iters, 0), ("batch_size", batch_size, 1), ("report_every", report_every, 1)):
+        if operator.index(value) < least:
+            raise ValueError(f"train: {name} must be at least {least}, got {value}")
     evaluations = eval_steps(iters, train_size, batch_size)
     due = set(evaluations)
     history = TrainHistory()
