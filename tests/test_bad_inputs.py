@@ -434,6 +434,17 @@ def test_one_sample_with_a_batch_of_targets_names_their_shape(backend):
         F.cross_entropy_error(np.array([0.2, 0.3, 0.5]), np.eye(3)[:2])
 
 
+@pytest.mark.parametrize("dout", [2.0, np.float32(2.0), np.array([1.0, -2.0, 3.0]), np.array([[2.0], [3.0]])], ids=["float", "f4", "row", "column"])
+def test_sigmoid_backward_broadcasts_dout_as_the_book(backend, dout):
+    """The book's dout * (1 - out) * out broadcasts a dout that fits out's shape."""
+    layer = Sigmoid()
+    out = layer.forward(X23)
+    got = layer.backward(dout)
+    expected = np.broadcast_to(dout, X23.shape) * (1.0 - out) * out
+    assert got.shape == X23.shape and got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-15)
+
+
 def test_rejected_loss_forward_leaves_the_layer_as_it_was(backend):
     layer = SoftmaxWithLoss()
     t = np.array([0, 2])

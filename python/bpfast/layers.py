@@ -97,11 +97,21 @@ class Sigmoid:
         if self.out is None:
             raise RuntimeError("Sigmoid.backward called before Sigmoid.forward")
         dout = _arrays.as_numeric(dout, "dout")
-        _arrays.require_shape(dout.shape == self.out.shape, "Sigmoid.backward", ("dout", dout.shape), ("out", self.out.shape))
         out = np.asarray(self.out)  # a NumPy scalar after a 0-d input, as the book's formula gives
+        if dout.shape != out.shape:  # the book's dout * (1 - out) * out takes a dout that broadcasts to out
+            _arrays.require_shape(_broadcasts_to(dout.shape, out.shape), "Sigmoid.backward", ("dout", dout.shape), ("out", out.shape))
+            dout = np.broadcast_to(dout, out.shape)
         dtype = np.result_type(dout, out)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
         return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` (and nothing larger)."""
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 class Affine:
