@@ -434,15 +434,27 @@ def test_one_sample_with_a_batch_of_targets_names_their_shape(backend):
         F.cross_entropy_error(np.array([0.2, 0.3, 0.5]), np.eye(3)[:2])
 
 
-@pytest.mark.parametrize("dout", [2.0, np.float32(2.0), np.array([1.0, -2.0, 3.0]), np.array([[2.0], [3.0]])], ids=["float", "f4", "row", "column"])
-def test_sigmoid_backward_broadcasts_dout_as_the_book(backend, dout):
-    """The book's dout * (1 - out) * out broadcasts a dout that fits out's shape."""
+@pytest.mark.parametrize("x_dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dout", [2.0, 3, np.float32(2.0), np.float64(2.0), np.array([1.0, -2.0, 3.0]), np.array([[2.0], [3.0]])],
+                         ids=["float", "int", "f4", "f8", "row", "column"])
+def test_sigmoid_backward_broadcasts_dout_as_the_book(backend, dout, x_dtype):
+    """The book's dout * (1 - out) * out broadcasts a dout that fits out's shape, and promotes as
+    NumPy does (a Python number keeps float32 float32; np.float64 does not)."""
     layer = Sigmoid()
-    out = layer.forward(X23)
+    out = layer.forward(X23.astype(x_dtype))
     got = layer.backward(dout)
-    expected = np.broadcast_to(dout, X23.shape) * (1.0 - out) * out
+    expected = dout * (1.0 - out) * out
     assert got.shape == X23.shape and got.dtype == expected.dtype
-    np.testing.assert_allclose(got, expected, rtol=1e-15)
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if expected.dtype == np.float32 else 1e-15)
+
+
+def test_relu_backward_returns_the_dout_it_was_given(backend):
+    """The book returns its dout, zeroed in place: a subclass comes back as itself."""
+    layer = Relu()
+    layer.forward(X23 - 2.0)
+    dout = as_matrix(np.ones((2, 3)))
+    assert layer.backward(dout) is dout
+    np.testing.assert_array_equal(np.asarray(dout), (X23 - 2.0 > 0).astype(float))
 
 
 def test_rejected_loss_forward_leaves_the_layer_as_it_was(backend):

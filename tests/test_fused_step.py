@@ -63,14 +63,20 @@ def test_gradient_matches_layered_path_bitwise(backend, rng, x_dtype, w_dtype, o
     assert_same_state(fused, layered)
 
 
-def test_cpp_runs_the_one_call_kernel(monkeypatch, rng):
+def count_cpp_calls(monkeypatch, kernel: str) -> list:
+    """A list that grows by one at each call of the cpp backend's ``kernel`` (skips without it)."""
     if "cpp" not in bpfast.backends():
         pytest.skip("the compiled core is not built")
     from bpfast.backends import cpp
 
     calls = []
-    real = cpp.two_layer_gradient
-    monkeypatch.setattr(cpp, "two_layer_gradient", lambda *a: calls.append(1) or real(*a))
+    real = getattr(cpp, kernel)
+    monkeypatch.setattr(cpp, kernel, lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_cpp_runs_the_one_call_kernel(monkeypatch, rng):
+    calls = count_cpp_calls(monkeypatch, "two_layer_gradient")
     with bpfast.use_backend("cpp"):
         net = make_pair(np.float64)[0]
         net.gradient(*batch(rng))
@@ -142,6 +148,22 @@ def test_train_step_takes_lr_as_numpy_would(backend, rng, dtype, lr):
     for _ in range(3):
         step_both(stepped, updated, *batch(rng, n=13, d=33, c=7), lr=lr)
     assert_same_params(stepped, updated)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpp_fuses_the_update_unless_lr_promotes_it(monkeypatch, rng, dtype):
+    """The native update runs for every lr that keeps lr * grad in the params' dtype; an lr that
+    NumPy would promote (np.float64 or a float64 0-d array with float32 params) takes NumPy's way."""
+    calls = count_cpp_calls(monkeypatch, "two_layer_train_step")
+    with bpfast.use_backend("cpp"):
+        net = make_pair(dtype, (33, 17, 7))[0]
+        fused = {}
+        for name, lr in LEARNING_RATES.items():
+            calls.clear()
+            net.train_step(*batch(rng, n=13, d=33, c=7), lr)
+            fused[name] = calls == [1]
+    promoting = {"np.float64", "0-d-f8"} if dtype == np.float32 else set()
+    assert fused == {name: name not in promoting for name in LEARNING_RATES}
 
 
 def steps_agree(rng, sizes, n, dtype, x_dtype, steps=3):

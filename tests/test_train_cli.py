@@ -87,7 +87,7 @@ def test_train_writes_json_plot_and_parameters(tmp_path, capsys):
     assert "iter      0" in printed and "done: train acc" in printed
 
 
-@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--hidden", "0"), ("--iters", "-1"), ("--epochs", "0"), ("--batch-size", "ten")])
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--hidden", "0"), ("--iters", "0"), ("--epochs", "0"), ("--batch-size", "ten")])
 def test_sizes_out_of_range_are_refused_by_the_parser(capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", option, value])

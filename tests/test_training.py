@@ -238,13 +238,15 @@ def test_sgd_30_steps_match_the_reference(backend, reference_training):
 
 @pytest.mark.parametrize("settings, pattern", [({"batch_size": 0}, "batch_size must be at least 1"),
                                                ({"report_every": 0}, "report_every must be at least 1"),
-                                               ({"iters": -1}, "iters must be at least 0")])
+                                               ({"iters": -1}, "iters must be at least 0"),
+                                               ({"batch_size": 2.0}, "batch_size must be an integer, got float"),
+                                               ({"iters": True}, "iters must be an integer, got bool")])
 def test_train_refuses_sizes_out_of_range(settings, pattern):
     from bpfast.training import train
 
     np.random.seed(0)
     net = TwoLayerNet(4, 3, 2)
     data = (np.ones((6, 4)), np.array([0, 1] * 3))
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises((TypeError, ValueError), match=pattern):
         train(net, data, data, **settings)
 

@@ -198,9 +198,9 @@ int available_cpus() {
     return std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
 }
 
-// BPFAST_NUM_THREADS as a thread count: a whole number from 1 to kMaxEnvThreads, spaces around
-// it allowed; 0 for anything else (a sign, a fraction, trailing text, too many digits), -1 for
-// nothing but spaces (as if unset).
+// BPFAST_NUM_THREADS as a thread count: a whole number from 1 to kMaxEnvThreads, spaces or tabs
+// around it allowed; 0 for anything else (a sign, a fraction, trailing text, too many digits),
+// -1 for nothing but spaces or tabs (as if unset).
 constexpr long kMaxEnvThreads = 1 << 16;
 
 int parse_thread_count(const char* text) {
@@ -216,22 +216,36 @@ int parse_thread_count(const char* text) {
     return *p == '\0' && n >= 1 ? static_cast<int>(n) : 0;
 }
 
+// BPFAST_NUM_THREADS as the process found it, read once: the count it asks for (0: none), and
+// why it was ignored ("" when unset or used), so that the note always describes the default.
+struct EnvThreads {
+    int count = 0;
+    std::string problem;
+};
+
+const EnvThreads& env_threads() {
+    static const EnvThreads read = [] {
+        EnvThreads e;
+        const char* env = std::getenv("BPFAST_NUM_THREADS");
+        const int n = env ? parse_thread_count(env) : -1;
+        if (n >= 1) e.count = n;
+        if (n == 0)
+            e.problem = "BPFAST_NUM_THREADS=" + std::string(env) + " ignored (not a whole number from 1 to " +
+                        std::to_string(kMaxEnvThreads) + "); the default is the " + std::to_string(available_cpus()) +
+                        " CPUs this process may use";
+        return e;
+    }();
+    return read;
+}
+
 }  // namespace
 
 int default_num_threads() {
-    if (const char* env = std::getenv("BPFAST_NUM_THREADS")) {
-        if (const int n = parse_thread_count(env); n >= 1) return n;
-    }
-    return available_cpus();
+    const int n = env_threads().count;
+    return n >= 1 ? n : available_cpus();
 }
 
-std::string num_threads_env_problem() {
-    const char* env = std::getenv("BPFAST_NUM_THREADS");
-    if (!env || parse_thread_count(env) != 0) return "";
-    return "BPFAST_NUM_THREADS=" + std::string(env) + " ignored (not a whole number from 1 to " +
-           std::to_string(kMaxEnvThreads) + "); the default is the " + std::to_string(available_cpus()) +
-           " CPUs this process may use";
-}
+const std::string& num_threads_env_problem() { return env_threads().problem; }
 
 int num_threads() { return pool().threads(); }
 

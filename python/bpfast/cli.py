@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--batch-size", type=_at_least(1), default=100, help="mini-batch size (default 100)")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_at_least(0), default=10_000, help="SGD steps (default 10000)")
+    length.add_argument("--iters", type=_at_least(1), default=10_000, help="SGD steps (default 10000)")
     length.add_argument("--epochs", type=_at_least(1), help="epochs instead of --iters")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
     train.add_argument("--backend", choices=("cpp", "numba", "numpy"), help="kernel backend (default: fastest)")

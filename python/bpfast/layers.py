@@ -71,13 +71,15 @@ class Relu:
         """Zeroes ``dout`` where the forward input was <= 0, in place, and returns it."""
         if self.mask is None:
             raise RuntimeError("Relu.backward called before Relu.forward")
-        dout = _arrays.as_numeric(dout, "dout")
+        given = dout
+        dout = _arrays.as_numeric(dout, "dout")  # a subclass: a plain view of the same memory
         _arrays.require_shape(dout.shape == self.mask.shape, "Relu.backward", ("dout", dout.shape), ("mask", self.mask.shape))
         if not dout.flags.writeable:
             raise ValueError("Relu.backward: dout is read-only, but the book's Relu zeroes it in place")
         backend = current() if _arrays.kernel_dtype(dout.dtype) else numpy_ref
-        backend.relu_backward(dout, np.asarray(self.mask))  # a NumPy bool after a 0-d input, as in the book
-        return dout
+        mask = self.mask if type(self.mask) is _ndarray else np.asarray(self.mask)  # a NumPy bool after 0-d x
+        backend.relu_backward(dout, mask)
+        return given if isinstance(given, _ndarray) else dout  # the very array given, as the book returns it
 
 
 class Sigmoid:
@@ -96,12 +98,14 @@ class Sigmoid:
     def backward(self, dout):
         if self.out is None:
             raise RuntimeError("Sigmoid.backward called before Sigmoid.forward")
+        # a Python number promotes as NumPy's (weak) scalars do: 2.0 keeps a float32 out float32
+        promotes_as = dout if type(dout) in (int, float) else None
         dout = _arrays.as_numeric(dout, "dout")
         out = np.asarray(self.out)  # a NumPy scalar after a 0-d input, as the book's formula gives
         if dout.shape != out.shape:  # the book's dout * (1 - out) * out takes a dout that broadcasts to out
             _arrays.require_shape(_broadcasts_to(dout.shape, out.shape), "Sigmoid.backward", ("dout", dout.shape), ("out", out.shape))
             dout = np.broadcast_to(dout, out.shape)
-        dtype = np.result_type(dout, out)
+        dtype = np.result_type(dout if promotes_as is None else promotes_as, out)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
         return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
 

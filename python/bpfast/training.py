@@ -7,7 +7,7 @@ epoch. Nothing is printed: progress goes to the callbacks, results to the return
 
 from __future__ import annotations
 
-import operator
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,7 +77,9 @@ def train(
     if train_size == 0:
         raise ValueError("train: the training set is empty")
     for name, value, least in (("iters", iters, 0), ("batch_size", batch_size, 1), ("report_every", report_every, 1)):
-        if operator.index(value) < least:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"train: {name} must be an integer, got {type(value).__name__}")
+        if value < least:
             raise ValueError(f"train: {name} must be at least {least}, got {value}")
     evaluations = eval_steps(iters, train_size, batch_size)
     due = set(evaluations)

@@ -31,8 +31,8 @@ void set_num_threads(int n);
 // The default: BPFAST_NUM_THREADS when set to a whole number from 1 to 65536, else the CPUs
 // this process may run on.
 int default_num_threads();
-// Why BPFAST_NUM_THREADS was ignored, or "" (unset, or used).
-std::string num_threads_env_problem();
+// Why BPFAST_NUM_THREADS was ignored, or "" (unset, or used); read once, with the default.
+const std::string& num_threads_env_problem();
 
 void parallel_for(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f);
 
