@@ -401,21 +401,27 @@ def test_scalars_come_back_as_the_reference_gives_them(backend, name, value):
     np.testing.assert_allclose(got, expected, rtol=tolerance(np.asarray(got).dtype))
 
 
-@pytest.mark.parametrize("value", [np.float16(1.5), np.int8(-2), np.array(3, np.int16), True], ids=["f2", "i1", "0-d-i2", "bool"])
-def test_layers_on_scalars_of_other_dtypes(backend, value):
-    """Relu and Sigmoid on a 0-d input the kernels do not take (the reference computes it, and the
-    layer keeps a NumPy scalar as the book's formula gives): backward still gives the reference's answer."""
+@pytest.mark.parametrize(
+    "value",
+    [np.float16(1.5), np.int8(-2), np.array(3, np.int16), True, np.float64(-0.5), np.array(0.5, np.float32)],
+    ids=["f2", "i1", "0-d-i2", "bool", "f8", "0-d-f4"],
+)
+def test_layers_on_scalars(backend, value):
+    """Relu and Sigmoid on a 0-d input give what the book's formulas give, types included: a
+    0-d out and a NumPy bool mask from Relu, a NumPy scalar from Sigmoid (kernel dtypes or not),
+    and backward after them the reference's answer."""
 
     def passes():
         relu, sigmoid = Relu(), Sigmoid()
         relu_out, sigmoid_out = relu.forward(value), sigmoid.forward(value)
-        return relu_out, relu.backward(np.array(2.0)), sigmoid_out, sigmoid.backward(np.array(2.0))
+        mask = relu.mask
+        return relu_out, mask, relu.backward(np.array(2.0)), sigmoid_out, sigmoid.backward(np.array(2.0))
 
     got = passes()
     with bpfast.use_backend("numpy"):
         expected = passes()
     for g, e in zip(got, expected):
-        assert np.asarray(g).dtype == np.asarray(e).dtype
+        assert type(g) is type(e) and np.asarray(g).dtype == np.asarray(e).dtype
         np.testing.assert_allclose(g, e, rtol=1e-6)
 
 

@@ -64,7 +64,8 @@ class Relu:
     def forward(self, x):
         x = _arrays.as_numeric(x, "x")
         backend = current() if _arrays.kernel_dtype(x.dtype) else numpy_ref
-        out, self.mask = backend.relu_forward(x)
+        out, mask = backend.relu_forward(x)
+        self.mask = mask[()] if mask.ndim == 0 else mask  # the book's x <= 0: a NumPy bool for 0-d x
         return out
 
     def backward(self, dout):
@@ -92,7 +93,8 @@ class Sigmoid:
         x = _arrays.as_numeric(x, "x")
         dtype = _arrays.float_result_dtype(x)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
-        self.out = backend.sigmoid_forward(_arrays.cast(x, dtype))
+        out = backend.sigmoid_forward(_arrays.cast(x, dtype))
+        self.out = out[()] if out.ndim == 0 else out  # a scalar for a scalar, as the book's formula gives
         return self.out
 
     def backward(self, dout):
@@ -107,7 +109,8 @@ class Sigmoid:
             dout = np.broadcast_to(dout, out.shape)
         dtype = np.result_type(dout if promotes_as is None else promotes_as, out)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
-        return backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
+        dx = backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
+        return dx[()] if dx.ndim == 0 else dx  # a scalar for scalars, as the book's formula gives
 
 
 def _broadcasts_to(shape: tuple, target: tuple) -> bool:
