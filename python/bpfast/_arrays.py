@@ -74,6 +74,11 @@ def batch_rows(x: np.ndarray) -> np.ndarray:
     return x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
+def scalar_if_0d(a: np.ndarray):
+    """A NumPy scalar for a 0-d array, as NumPy's own elementwise formulas give; else ``a``."""
+    return a[()] if a.ndim == 0 else a
+
+
 def cast(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``x`` in ``dtype``, without a copy when it already is."""
     return x if x.dtype == dtype else x.astype(dtype)

@@ -45,7 +45,7 @@ def sigmoid(x):
     if _arrays.kernel_dtype(dtype) is None:
         return numpy_ref.sigmoid_forward(x)
     out = current().sigmoid_forward(_arrays.cast(x, dtype))
-    return out[()] if out.ndim == 0 else out  # a scalar for a scalar, as NumPy's exp gives
+    return _arrays.scalar_if_0d(out)
 
 
 def sigmoid_grad(x):

@@ -65,7 +65,7 @@ class Relu:
         x = _arrays.as_numeric(x, "x")
         backend = current() if _arrays.kernel_dtype(x.dtype) else numpy_ref
         out, mask = backend.relu_forward(x)
-        self.mask = mask[()] if mask.ndim == 0 else mask  # the book's x <= 0: a NumPy bool for 0-d x
+        self.mask = _arrays.scalar_if_0d(mask)  # the book's x <= 0: a NumPy bool for 0-d x
         return out
 
     def backward(self, dout):
@@ -94,7 +94,7 @@ class Sigmoid:
         dtype = _arrays.float_result_dtype(x)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
         out = backend.sigmoid_forward(_arrays.cast(x, dtype))
-        self.out = out[()] if out.ndim == 0 else out  # a scalar for a scalar, as the book's formula gives
+        self.out = _arrays.scalar_if_0d(out)
         return self.out
 
     def backward(self, dout):
@@ -110,7 +110,7 @@ class Sigmoid:
         dtype = np.result_type(dout if promotes_as is None else promotes_as, out)
         backend = current() if _arrays.kernel_dtype(dtype) else numpy_ref
         dx = backend.sigmoid_backward(_arrays.cast(dout, dtype), _arrays.cast(out, dtype))
-        return dx[()] if dx.ndim == 0 else dx  # a scalar for scalars, as the book's formula gives
+        return _arrays.scalar_if_0d(dx)
 
 
 def _broadcasts_to(shape: tuple, target: tuple) -> bool:
