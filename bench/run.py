@@ -70,6 +70,8 @@ LR = 0.1
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 BACKENDS = ("numpy", "numba", "cpp")
 PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
+TUNED = {"NumpyStep": "hand-tuned NumPy", "NumbaStep": "hand-tuned Numba"}  # bench/tuned_step.py
+BEST_COMPETITOR = "best competitor"
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max |a - b| / max |reference|, per array
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
 BLAS_FAMILIES = ("numpy", "numba")  # in-process variants on OpenBLAS (NumPy's, SciPy's for Numba)
@@ -181,10 +183,11 @@ class Variant:
         return cls(name, status="skipped", note=note)
 
 
-def local(name, fn, check, backend=None, bpfast=None):
+def local(name, fn, check, backend=None, bpfast=None, family=None):
     """A variant timed in this process, under bpfast backend ``backend`` when given.
 
-    Its family is the backend (the NumPy variants share NumPy's OpenBLAS with bpfast numpy)."""
+    Its family is ``family``, else the backend (the NumPy variants share NumPy's OpenBLAS with
+    bpfast numpy)."""
 
     def run(inner, warm_s=0.0):
         ctx = bpfast.use_backend(backend) if backend else _nullcontext()
@@ -200,7 +203,7 @@ def local(name, fn, check, backend=None, bpfast=None):
         with bpfast.use_backend(backend) if backend else _nullcontext():
             return check()
 
-    return Variant(name, run, checked, family=backend or "numpy")
+    return Variant(name, run, checked, family=family or backend or "numpy")
 
 
 class _nullcontext:
@@ -219,6 +222,8 @@ class Case:
     dtype: str  # the dtype the work is done in (for the peak)
     build: Callable[[], list]  # variants, the reference first
     baselines: tuple = ()
+    # The competitors for BEST_COMPETITOR, a baseline that is the fastest of them in this run.
+    competitors: tuple = ()
     flops: float | None = None
     nbytes: float | None = None
     detail: str = ""
@@ -500,7 +505,8 @@ class Harness:
                     title=f"SGD step {name}: {D}-{H}-{O}, batch {N}, {np.dtype(wdtype).name} weights ({what})",
                     dtype=dtype,
                     flops=6.0 * N * (D * H + H * O),
-                    baselines=("book NumPy layers", "bpfast numpy"),
+                    baselines=("book NumPy layers", "bpfast numpy", BEST_COMPETITOR),
+                    competitors=(*TUNED.values(), *PEERS.values()),
                     detail=f"x float32 (N,{D}), t {targets}",
                     build=lambda cfg=(name, D, H, O, N, wdtype, targets): self.build_step(*cfg),
                 )
@@ -632,6 +638,7 @@ class Harness:
 
         book_net = with_init(book_numpy.TwoLayerNet(D, H, O, dtype=wdtype))
         variants = [local("book NumPy layers", *step_of(book_net, sgd))]
+        variants += [self.tuned_variant(cls, name, init, x, t) for cls, name in TUNED.items()]
 
         from bpfast.nets import TwoLayerNet
 
@@ -655,6 +662,30 @@ class Harness:
         for peer_name in PEERS:
             variants.append(self.peer_variant(peer_name, f"step-{name}", arrays))
         return variants
+
+    def tuned_variant(self, cls_name, name, init, x, t):
+        """A hand-tuned step (bench/tuned_step.py) on its own copy of the initial parameters."""
+        import tuned_step
+
+        family = "numba" if "Numba" in cls_name else "numpy"
+        if family == "numba" and "numba" not in self.available:
+            return Variant.skipped(name, f"Numba not available here: {self.unavailable_reason('numba')}")
+        params = {k: v.copy() for k, v in init.items()}
+        step = getattr(tuned_step, cls_name)(params, len(x))
+
+        def fn():
+            step(x, t, LR)
+
+        def check():
+            for key in PARAM_KEYS:
+                params[key][...] = init[key]
+            out = {"loss": np.array(step(x, t, LR)), **{"d" + k: step.grads[k].copy() for k in PARAM_KEYS}}
+            out.update(updates(init, params))
+            for key in PARAM_KEYS:
+                params[key][...] = init[key]
+            return out
+
+        return local(name, fn, check, family=family)
 
     def peer_variant(self, name, case_id, arrays, kind="step"):
         if self.args.no_peers:
@@ -837,6 +868,10 @@ class Harness:
         for case in cases:
             medians = {v.name: statistics.median(v.samples) for v in case.variants if v.samples}
             mins = {v.name: min(v.samples) for v in case.variants if v.samples}
+            timed = [c for c in case.competitors if c in medians]
+            if timed:  # the fastest competitor, by median and by min (perhaps two different ones)
+                medians[BEST_COMPETITOR] = min(medians[c] for c in timed)
+                mins[BEST_COMPETITOR] = min(mins[c] for c in timed)
             rows = []
             for v in case.variants:
                 row = {"variant": v.name, "status": v.status, "note": v.note, "validation_error": v.error}
@@ -868,6 +903,11 @@ class Harness:
                     "flops": case.flops,
                     "bytes": case.nbytes,
                     "baselines": list(case.baselines),
+                    "best_competitor": {
+                        "of": list(case.competitors),
+                        "by_median": min(timed, key=medians.get) if timed else None,
+                        "by_min": min(timed, key=mins.get) if timed else None,
+                    },
                     "seconds": case.seconds,
                     "variants": rows,
                 }
@@ -1039,6 +1079,12 @@ def render_markdown(doc):
                     r = f"{row['gbs']:.1f} ({row['pct_bandwidth']:.0f}%)"
                 cells = [row["variant"], fmt_time(row["min_s"]), fmt_time(row["median_s"]), str(row["n"]), *speed, r]
                 lines.append("| " + " | ".join(cells) + " |")
+            best = case.get("best_competitor", {})
+            if best.get("by_median"):
+                notes.append(
+                    f"{BEST_COMPETITOR}: the fastest of {', '.join(best['of'])} in this run: "
+                    f"{best['by_median']} by median, {best['by_min']} by min"
+                )
             if notes:
                 lines += [""] + [f"- {n}" for n in notes]
             lines.append("")
