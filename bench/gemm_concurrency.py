@@ -28,7 +28,15 @@ import subprocess
 import sys
 import time
 
-from run import rerun_in_bench_environment  # bench/run.py's environment
+from run import REMOVED_VARS, rerun_in_bench_environment  # bench/run.py's environment
+
+
+def environment_note(environ=os.environ):
+    """How a benchmark runs, for its output: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset, or their
+    values) and every MALLOC_* variable that is set."""
+    blas = [f"{var}={environ[var]}" if var in environ else f"{var} unset" for var in REMOVED_VARS]
+    malloc = [f"{var}={value}" for var, value in sorted(environ.items()) if var.startswith("MALLOC_")]
+    return ", ".join(blas + (malloc or ["no MALLOC_* variable set"]))
 
 
 def rate(gflops):
@@ -114,6 +122,7 @@ def main():
     M, N, K = args.shape
     print(f"gemm_concurrency: C = A·B, {M}x{K} · {K}x{N} {args.dtype}, cores {c0} and {c1}, "
           f"{args.seconds} s per configuration and round, {args.rounds} rounds (alternating); GFLOP/s per process")
+    print(f"environment (every worker's): {environment_note()}")
     results = {name: [] for name in configs}
     for r in range(args.rounds):
         names = list(configs) if r % 2 == 0 else list(configs)[::-1]
