@@ -1,7 +1,8 @@
-"""bench/gemm_bench.py: every variant checked against np.dot, then timed and reported per shape."""
+"""bench/gemm_bench.py: every variant checked against a float64 product, then timed (or not) and reported per shape."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -54,3 +55,28 @@ def test_gemm_concurrency_reports_the_three_configurations():
         for line in summary:
             assert float(line.split(":")[1].split()[0]) > 0, line
         assert out.count("round 2, 1 thread each, 2 processes side by side: ") == 1, out
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="bench/ is not beside the tests (not a checkout)")
+def test_gemm_bench_does_not_time_a_variant_that_fails_validation(monkeypatch, capsys):
+    core = pytest.importorskip("bpfast._core", reason="the GEMM benchmark times the compiled core")
+    monkeypatch.setenv("_BPFAST_GEMM_BENCH", "1")  # in this process: no re-execution
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    gemm_bench = importlib.import_module("gemm_bench")
+    gemm, calls = core._gemm, []
+
+    def off_by_a_thousandth(*args):
+        calls.append(args)
+        return gemm(*args) * 1.001
+
+    monkeypatch.setattr(core, "_gemm", off_by_a_thousandth)
+    shape = "small 32x64x32"
+    status = gemm_bench.main(["--shapes", shape, "--dtypes", "float32", "float64", "--rounds", "2", "--no-peers"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert len(calls) == 2, out  # the check's call, one per dtype, and none timed
+    for dtype in ("float32", "float64"):
+        row = next(line for line in out.splitlines() if line.startswith(shape + " ") and dtype in line)
+        fields = row[len(shape) :].replace("(", " ").replace(")", " ").split()
+        assert fields[:2] == [dtype, "failed"] and float(fields[2]) > 0, row  # bpfast failed, NumPy timed
+        assert f"FAILED, not timed: {shape} {dtype} bpfast: off by" in out, out
