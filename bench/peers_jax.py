@@ -4,7 +4,9 @@ One jitted function computes the gradients (jax.grad of the batch-mean softmax
 cross-entropy, relu with gradient 0 at 0 as the book's mask) and returns the updated
 parameters; the old ones are donated so XLA may update in place. float64 needs
 ``jax_enable_x64``, set at start. A step ends when its results are ready
-(``block_until_ready``). The protocol is in ``_peer.py``.
+(``block_until_ready``). Validation runs that same function once; it hands out no gradients,
+so the ``dW1``... that the protocol asks for are its updates divided by the learning rate.
+The protocol is in ``_peer.py``.
 """
 
 from __future__ import annotations
@@ -44,13 +46,10 @@ class Model:
 
         def step(params, x, t):
             grads = jax.grad(loss)(params, x, t)
-            return tuple(p - lr * g for p, g in zip(params, grads)), grads
+            return tuple(p - lr * g for p, g in zip(params, grads))
 
-        def step_params_only(params, x, t):
-            return step(params, x, t)[0]
-
-        self._step_with_grads = jax.jit(step)
-        self._step = jax.jit(step_params_only, donate_argnums=0)
+        self.lr = lr
+        self._step = jax.jit(step, donate_argnums=0)
         self.reset()
         self.step()  # compile now, not in the first timed sample
         self.reset()
@@ -62,10 +61,12 @@ class Model:
         self.params = self.jax.block_until_ready(self._step(self.params, self.x, self.t))
 
     def validate(self):
+        """One step of the timed function from the initial parameters: the new ones, and the
+        gradients they imply, (old - new) / lr."""
         self.reset()
-        params, grads = self._step_with_grads(self.params, self.x, self.t)
-        out = {"d" + key: np.asarray(g) for key, g in zip(PARAM_KEYS, grads)}
-        out.update({key: np.asarray(p) for key, p in zip(PARAM_KEYS, params)})
+        self.step()
+        out = {key: np.array(p) for key, p in zip(PARAM_KEYS, self.params)}  # copies: the buffers get donated
+        out.update({"d" + key: (self.init[key].astype(np.float64) - out[key]) / self.lr for key in PARAM_KEYS})
         self.reset()
         return out
 
