@@ -3,7 +3,8 @@ TwoLayerNet SGD step (config A: 784-50-10, batch 100, float32 data, float64 weig
 
 Each measurement runs in a fresh process: with an empty Numba cache (the first run after
 install, everything compiled), then again with that cache warm (every later process).
-Prints a markdown table. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset.
+Prints a markdown table. The processes run in bench/run.py's environment for its children
+(clean_environment: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, its MALLOC_* settings).
 
     python bench/numba_startup.py
 """
@@ -15,6 +16,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+from run import clean_environment  # bench/run.py's environment for its children
 
 CHILD = r"""
 import json, time
@@ -48,8 +51,10 @@ def run(env):
 
 
 def main():
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset; each row is a fresh process")
+    env, notes = clean_environment(os.environ)
+    print("each row is a fresh process, in bench/run.py's environment for its children:")
+    for note in notes:
+        print(f"  - {note}")
     with tempfile.TemporaryDirectory() as cache:
         env["NUMBA_CACHE_DIR"] = cache
         rows = [("cold Numba cache (first process)", run(env)), ("warm Numba cache (later processes)", run(env))]

@@ -3,8 +3,9 @@
 Both train the book's TwoLayerNet with train_neuralnet.py's settings on the same MNIST files,
 start to exit (interpreter start, imports, loading, 10,000 steps, the per-epoch
 evaluations). The two processes alternate, ROUNDS times each; the report gives min and
-median wall time and their ratio. Both run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset
-(as on a user's machine) and the same environment otherwise.
+median wall time and their ratio. Both run in bench/run.py's environment for its children
+(clean_environment: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, its MALLOC_* settings).
+The loops differ where DIFFERENCES says; neither is changed to match the other.
 
     python bench/train_process.py [--data ../shared/data/mnist] [--rounds 3]
 """
@@ -22,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from run import clean_environment  # bench/run.py's environment for its children
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mnist"
-
-
-def clean_env():
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    return env
+DIFFERENCES = (
+    "not the same work: the book's loop (book_train.py, as train_neuralnet.py) recomputes the batch loss\n"
+    "after each update, `bpfast train` reuses the step's; the book evaluates 17 times, bpfast 18 (also after the last step)"
+)
 
 
 def timed(cmd, env):
@@ -48,8 +50,11 @@ def main(argv=None):
     bpfast_cmd = shutil.which("bpfast")
     if bpfast_cmd is None:
         raise SystemExit("the bpfast console script is not installed (pip install .)")
-    env = clean_env()
-    print("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for both processes")
+    env, notes = clean_environment(os.environ)
+    print("both processes run in bench/run.py's environment for its children:")
+    for note in notes:
+        print(f"  - {note}")
+    print(DIFFERENCES)
     with tempfile.TemporaryDirectory() as tmp:
         pickle_path = os.path.join(tmp, "mnist.pkl")
         json_path = os.path.join(tmp, "bpfast.json")
