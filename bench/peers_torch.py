@@ -81,8 +81,9 @@ class Softmax:
 
 
 class Gemm:
-    """torch.mm(op(a), op(b)) into a preallocated result: the product (MKL's) under PyTorch's Linear
-    layers. ``trans_a`` / ``trans_b`` say whether op() transposes (a view, as NumPy's ``.T``)."""
+    """torch.mm(op(a), op(b)), a new result per call as np.dot's and bpfast's in gemm_bench.py: the
+    product (MKL's) under PyTorch's Linear layers. ``trans_a`` / ``trans_b`` say whether op()
+    transposes (a view, as NumPy's ``.T``)."""
 
     def __init__(self, arrays, lr):
         import torch
@@ -90,11 +91,10 @@ class Gemm:
         a, b = torch.from_numpy(arrays["a"]), torch.from_numpy(arrays["b"])
         self.a = a.t() if bool(arrays["trans_a"]) else a
         self.b = b.t() if bool(arrays["trans_b"]) else b
-        self.out = torch.empty(self.a.shape[0], self.b.shape[1], dtype=a.dtype)
         self.mm = torch.mm
 
     def step(self):
-        self.mm(self.a, self.b, out=self.out)
+        self.out = self.mm(self.a, self.b)
 
     def validate(self):
         self.step()
