@@ -12,8 +12,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +351,24 @@ def run_python(args, **env_overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], env=python_env(**env_overrides), capture_output=True, text=True, timeout=120
     )
+
+
+def console_script(name: str = "bpfast") -> str:
+    """The path of the installed ``name`` console script: beside ``sys.executable``, in this
+    interpreter's scripts folder, then on PATH (a venv's python run by its path leaves the venv's
+    bin off PATH). Skips when bpfast is not installed (a source tree on PYTHONPATH has no
+    scripts); fails when it is installed and the script is nowhere."""
+    try:
+        declared = {ep.name for ep in metadata.distribution("bpfast").entry_points.select(group="console_scripts")}
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"bpfast is not installed for {sys.executable} (imported from {Path(bpfast.__file__).parent}): "
+                    f"the {name} console script comes with pip install")
+    assert name in declared, f"bpfast's metadata declares the console scripts {sorted(declared)}, not {name}"
+    folders = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    for exe in [shutil.which(name, path=str(folder)) for folder in folders] + [shutil.which(name)]:
+        if exe:
+            return exe
+    pytest.fail(f"bpfast is installed but its {name} script is not in {', '.join(map(str, folders))} nor on PATH")
 
 
 KERNEL_PATHS = ("generic", "avx2", "avx512")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
-from conftest import BACKENDS, available_backends, python_env, run_python
+from conftest import BACKENDS, available_backends, console_script, python_env, run_python
 
 import bpfast
 
@@ -64,9 +63,8 @@ def test_usage_errors_exit_2():
 
 
 def test_console_script():
-    exe = shutil.which("bpfast")
-    if exe is None:
-        pytest.skip("the bpfast console script is installed only with the package (pip install -e .)")
+    """The installed ``bpfast`` script (which runs ``cli.main`` with argv[0] its own path)."""
+    exe = console_script()
     text = subprocess.run([exe, "info"], env=python_env(), capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines()[0].split() == ["version", bpfast.__version__]

@@ -542,10 +542,19 @@ def test_a_touched_file_is_hashed_not_parsed(tmp_path, monkeypatch):
         st = (folder / name).stat()
         os.utime(folder / name, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     _no_parsing(monkeypatch)
+    md5 = ds._md5
+    hashed: list[int] = []
+
+    def counted(data):
+        hashed.append(len(data))
+        return md5(data)
+
+    monkeypatch.setattr(ds, "_md5", counted)
     (x, _), _ = ds.load_mnist(normalize=False, data_dir=folder)
     np.testing.assert_array_equal(x, arrays[TRAIN_IMAGES])
-    hashed: list[int] = []
-    monkeypatch.setattr(ds, "_md5", lambda data: hashed.append(len(data)))
+    # Each touched file's bytes are hashed once (its md5 decides whether the cache still holds it).
+    assert sorted(hashed) == sorted((folder / name).stat().st_size for name in NAMES)
+    hashed.clear()
     ds.load_mnist(data_dir=folder)
     assert hashed == []  # the new times were recorded: the next load only stats
 

@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")
 
 from bpfast.backends import numba_kernels as nk  # noqa: E402
 from bpfast.backends import numpy_ref as ref  # noqa: E402
-from conftest import assert_exp_special_values, assert_exp_within_ulps  # noqa: E402
+from conftest import assert_exp_special_values, assert_exp_within_ulps, assert_matches  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 LAYOUTS = ["contiguous", "strided", "transposed", "readonly", "misaligned"]
@@ -288,13 +288,34 @@ def test_sigmoid(dtype, shape, kind):
     fresh(out, x)
     y0 = ref.sigmoid_forward(x0)
     dx = nk.sigmoid_backward(layout(d0, kind), layout(y0, kind))
-    assert_elementwise(dx, ref.sigmoid_backward(d0, y0), dtype)
+    assert_sigmoid_backward(dx, d0, y0)
+
+
+def assert_sigmoid_backward(dx, dout, out):
+    """dx against the reference's dout·(1 - out)·out from the same out: within the dtype's rtol of
+    it plus |dout|·out (1 - out cancels only near out = 1), so a tiny out still counts."""
+    scale = np.abs(dout.astype(np.float64)) * out + np.finfo(out.dtype).tiny  # the floor: subnormal results
+    assert_matches(dx, ref.sigmoid_backward(dout, out), scale=scale, what="sigmoid_backward")
+
+
+# Where sigmoid is 0, subnormal (x = -88.5 in float32, -709.5 in float64), tiny, 1/2, near 1 and 1.
+TAILS = [-1000.0, -709.5, -700.0, -88.5, -80.0, -30.0, 0.0, 15.0, 30.0, 100.0, 700.0, 1000.0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_extremes(dtype):
-    x = np.array([-1000.0, -100.0, -30.0, 0.0, 30.0, 100.0, 1000.0, np.inf, -np.inf, np.nan], dtype)
+    x = np.array(TAILS + [np.inf, -np.inf, np.nan], dtype)
     np.testing.assert_array_equal(nk.sigmoid_forward(x), ref.sigmoid_forward(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_backward_tails(dtype):
+    """out = sigmoid(x) far out: tiny or subnormal (x < 0) or 1 - out tiny or 0 (x > 0)."""
+    x = np.array(TAILS, dtype)
+    out = ref.sigmoid_forward(x)
+    assert (out[x < 0] < 1e-13).all() and ((out > 0) & (out < np.finfo(dtype).tiny)).any()
+    dout = np.random.default_rng(11).standard_normal(out.shape).astype(dtype)
+    assert_sigmoid_backward(nk.sigmoid_backward(dout, out), dout, out)
 
 
 def test_sigmoid_backward_rejects_bad_shapes():

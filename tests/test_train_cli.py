@@ -15,7 +15,7 @@ import pytest
 
 from bpfast import cli
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, console_script
 
 NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -106,15 +106,18 @@ def test_epochs_set_the_number_of_iterations(tmp_path):
 
 
 def test_same_seed_same_result(tmp_path):
+    """--seed decides the run: the same seed twice gives the same history, another seed another."""
     data = write_idx(tmp_path / "data")
     results = []
-    for run in range(2):
+    for run, seed in enumerate(["3", "3", "4"]):
         out = tmp_path / f"run{run}.json"
-        cli.main(["train", "--data", str(data), "--iters", "50", "--batch-size", "10", "--seed", "3",
+        cli.main(["train", "--data", str(data), "--iters", "50", "--batch-size", "10", "--seed", seed,
                   "--json", str(out), "--no-progress"])
         results.append(json.loads(out.read_text()))
     assert results[0]["final_loss"] == results[1]["final_loss"]
     assert results[0]["history"] == results[1]["history"]
+    assert results[2]["final_loss"] != results[0]["final_loss"]
+    assert results[2]["history"] != results[0]["history"]
 
 
 def test_missing_data_falls_back_to_scikit_learn_digits(tmp_path, capsys):
@@ -164,13 +167,14 @@ def test_missing_data_without_scikit_learn_says_what_to_do(tmp_path, monkeypatch
 
 
 def test_console_script_runs_the_main_job(tmp_path):
-    data = write_idx(tmp_path / "data")
+    data = write_idx(tmp_path / "data", n_train=100, n_test=50)
     out_json = tmp_path / "run.json"
-    proc = subprocess.run([sys.executable, "-m", "bpfast", "train", "--data", str(data), "--iters", "100",
-                           "--batch-size", "20", "--json", str(out_json), "--no-progress"],
+    proc = subprocess.run([console_script(), "train", "--data", str(data), "--iters", "20", "--batch-size", "20",
+                           "--json", str(out_json), "--no-progress"],
                           capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out_json.read_text())["iters"] == 100
+    assert json.loads(out_json.read_text())["iters"] == 20
+    assert "done: train acc" in proc.stdout
 
 
 @pytest.mark.skipif(not MNIST_DIR.exists(), reason=f"MNIST not found at {MNIST_DIR} (the shared data beside the checkout)")
