@@ -10,7 +10,7 @@ through _peer.py's protocol; its thread pool would otherwise spin on our cores):
 that PyTorch's Linear layers run, so steps C and D of bench/run.py can be read product by
 product. It takes float32 and float64 (no mixed dtypes). Every variant is checked first against a
 float64 product of the same inputs, element by element (bound() gives the tolerance); one that
-disagrees is reported and not timed. NumPy and bpfast allocate their result per call (see main).
+disagrees is reported and not timed. All three allocate their result per call (see main).
 A shape's rounds run back to back; each round times every variant once, in an order that
 rotates; a sample is the mean of back-to-back calls lasting ~20 ms, after ~5 ms of
 untimed ones. Reports GFLOP/s from the min (median) sample, the time ratios numpy/bpfast and
@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gemm_concurrency import environment_note
-from run import Peer, rerun_in_bench_environment, rotated  # bench/run.py's environment and peers
+from run import Peer, environment_note, rerun_in_bench_environment, rotated  # bench/run.py's environment and peers
 
 rerun_in_bench_environment("_BPFAST_GEMM_BENCH")
 
@@ -177,8 +176,8 @@ def main(argv=None):
             a, b = operands(M, N, K, ta, tb, dtype, mixed)
             at, bt = (a.T if ta else a), (b.T if tb else b)  # NumPy gets the same transposed views
             ref, tol = at.astype(np.float64) @ bt.astype(np.float64), bound(at, bt, dtype)
-            # Both allocate their result per call: _core._gemm takes no output array, so np.dot gets
-            # no out= either. PyTorch's worker (peers_torch.Gemm) still writes into a preallocated one.
+            # Each allocates its result per call: _core._gemm takes no output array, so np.dot gets
+            # no out= either, nor torch.mm in PyTorch's worker (peers_torch.Gemm).
             calls = {"numpy": lambda: np.dot(at, bt), "bpfast": lambda: _core._gemm(a, b, None, ta, tb)}
             results = {vname: f() for vname, f in calls.items()}
             samplers = {vname: local_sampler(f) for vname, f in calls.items()}

@@ -28,15 +28,7 @@ import subprocess
 import sys
 import time
 
-from run import REMOVED_VARS, rerun_in_bench_environment  # bench/run.py's environment
-
-
-def environment_note(environ=os.environ):
-    """How a benchmark runs, for its output: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset, or their
-    values) and every MALLOC_* variable that is set."""
-    blas = [f"{var}={environ[var]}" if var in environ else f"{var} unset" for var in REMOVED_VARS]
-    malloc = [f"{var}={value}" for var, value in sorted(environ.items()) if var.startswith("MALLOC_")]
-    return ", ".join(blas + (malloc or ["no MALLOC_* variable set"]))
+from run import environment_note, rerun_in_bench_environment  # bench/run.py's environment
 
 
 def rate(gflops):

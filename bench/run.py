@@ -107,6 +107,14 @@ def rerun_in_bench_environment(flag: str) -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+def environment_note(environ=os.environ) -> str:
+    """How a benchmark runs, for its output: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset, or their
+    values) and every MALLOC_* variable that is set."""
+    blas = [f"{var}={environ[var]}" if var in environ else f"{var} unset" for var in REMOVED_VARS]
+    malloc = [f"{var}={value}" for var, value in sorted(environ.items()) if var.startswith("MALLOC_")]
+    return ", ".join(blas + (malloc or ["no MALLOC_* variable set"]))
+
+
 def clean_environment(environ) -> tuple[dict, list[str]]:
     """The child's environment and the notes saying what changed."""
     env = dict(environ)
