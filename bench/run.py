@@ -75,7 +75,9 @@ PEERS = {"torch": "PyTorch eager", "jax": "jax.jit"}
 # What a peer's step does not hand out: no loss (theirs is log-softmax, without the book's
 # log(y + 1e-7)); the jitted JAX step no gradients either (checked by its updates).
 PEER_STEP_OMITS = {"torch": ("loss",), "jax": ("loss", "dW1", "db1", "dW2", "db2")}
-TUNED = {"NumpyStep": "hand-tuned NumPy", "NumbaStep": "hand-tuned Numba"}  # bench/tuned_step.py
+# The hand-tuned variants by family; their classes are "Numpy..."/"Numba..." in bench/tuned_step.py
+# (the step) and bench/tuned_kernels.py (softmax, ReLU).
+TUNED = {"numpy": "hand-tuned NumPy", "numba": "hand-tuned Numba"}
 BEST_COMPETITOR = "best competitor"
 # max |a - b| / max |reference|, per array; in the ELEMENTWISE groups, per element against
 # |reference| (with that share of the array's largest value as a floor, for values near 0):
@@ -659,7 +661,7 @@ class Harness:
 
         book_net = with_init(book_numpy.TwoLayerNet(D, H, O, dtype=wdtype))
         variants = [local("book NumPy layers", *step_of(book_net, sgd))]
-        variants += [self.tuned_variant(cls, name, init, x, t) for cls, name in TUNED.items()]
+        variants += self.tuned_variants(lambda lib: self.tuned_step(lib, init, x, t))
 
         from bpfast.nets import TwoLayerNet
 
@@ -687,15 +689,23 @@ class Harness:
             variants.append(self.peer_variant(peer_name, f"step-{name}", arrays))
         return variants
 
-    def tuned_variant(self, cls_name, name, init, x, t):
-        """A hand-tuned step (bench/tuned_step.py) on its own copy of the initial parameters."""
+    def tuned_variants(self, make):
+        """The hand-tuned variants (TUNED); ``make(lib)`` returns (fn, check) for lib "Numpy" or
+        "Numba", the prefix of their classes."""
+        out = []
+        for family, name in TUNED.items():
+            if family == "numba" and "numba" not in self.available:
+                out.append(Variant.skipped(name, f"Numba not available here: {self.unavailable_reason('numba')}"))
+                continue
+            out.append(local(name, *make(family.capitalize()), family=family))
+        return out
+
+    def tuned_step(self, lib, init, x, t):
+        """(fn, check) of a hand-tuned step (bench/tuned_step.py) on its own copy of the initial parameters."""
         import tuned_step
 
-        family = "numba" if "Numba" in cls_name else "numpy"
-        if family == "numba" and "numba" not in self.available:
-            return Variant.skipped(name, f"Numba not available here: {self.unavailable_reason('numba')}")
         params = {k: v.copy() for k, v in init.items()}
-        step = getattr(tuned_step, cls_name)(params, len(x))
+        step = getattr(tuned_step, lib + "Step")(params, len(x))
 
         def fn():
             step(x, t, LR)
@@ -709,7 +719,7 @@ class Harness:
                 params[key][...] = init[key]
             return out
 
-        return local(name, fn, check, family=family)
+        return fn, check
 
     def peer_variant(self, name, case_id, arrays, kind="step"):
         if self.args.no_peers:
@@ -807,7 +817,13 @@ class Harness:
 
         x = (3.0 * np.random.default_rng(3).standard_normal((N, C))).astype(np.float32)
         ref = local("NumPy (book formula)", lambda: book_numpy.softmax(x), lambda: {"y": book_numpy.softmax(x)})
-        variants = [ref] + self.backend_variants(
+        import tuned_kernels
+
+        def tuned(lib):
+            tuned_softmax = getattr(tuned_kernels, lib + "Softmax")()
+            return (lambda: tuned_softmax(x)), (lambda: {"y": tuned_softmax(x).copy()})
+
+        variants = [ref] + self.tuned_variants(tuned) + self.backend_variants(
             "bpfast softmax", lambda b: (lambda: softmax(x), lambda: {"y": softmax(x)})
         )
         return variants + [self.peer_variant(peer, f"softmax-{N}x{C}", {"x": x}, "softmax") for peer in PEERS]
@@ -834,8 +850,11 @@ class Harness:
 
             return fn, check
 
+        import tuned_kernels
+
         ref = local("NumPy (book Relu)", *relu_variant(book_numpy.Relu()))
-        return [ref] + self.backend_variants("bpfast Relu", lambda b: relu_variant(Relu()))
+        tuned = self.tuned_variants(lambda lib: relu_variant(getattr(tuned_kernels, lib + "Relu")()))
+        return [ref, *tuned] + self.backend_variants("bpfast Relu", lambda b: relu_variant(Relu()))
 
     # ------------------------------------------------------------------ report
 

@@ -1,5 +1,6 @@
-"""bench/tuned_step.py: the hand-tuned NumPy and Numba competitors of the step benchmark take the
-book's SGD step (loss, gradients, updated parameters), on labels and one-hot targets."""
+"""bench/tuned_step.py and tuned_kernels.py: the hand-tuned NumPy and Numba competitors of the
+benchmark compute the book's numbers: its SGD step (loss, gradients, updated parameters) on
+labels and one-hot targets, its softmax, its Relu (out, mask, dx)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ def bench_modules():
     sys.path.insert(0, str(BENCH))
     try:
         import book_numpy
+        import tuned_kernels
         import tuned_step
 
-        yield book_numpy, tuned_step
+        yield book_numpy, tuned_step, tuned_kernels
     finally:
         sys.path.remove(str(BENCH))
 
@@ -46,7 +48,7 @@ def problem(wdtype, targets, n=37, d=300, h=130, o=17):
 @pytest.mark.parametrize("wdtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["NumpyStep", "NumbaStep"])
 def test_tuned_step_is_the_books_step(bench_modules, kind, wdtype, targets):
-    book_numpy, tuned_step = bench_modules
+    book_numpy, tuned_step, _ = bench_modules
     if kind == "NumbaStep":
         pytest.importorskip("numba")
     x, t, init = problem(wdtype, targets)
@@ -68,3 +70,28 @@ def test_tuned_step_is_the_books_step(bench_modules, kind, wdtype, targets):
             np.testing.assert_allclose(step.grads[key], expected_grads[key], rtol=0, atol=rtol * scale)
             np.testing.assert_allclose(params[key], book.params[key], rtol=0, atol=0.1 * rtol * scale)
             assert params[key].dtype == wdtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lib", ["Numpy", "Numba"])
+def test_tuned_softmax_and_relu_are_the_books(bench_modules, lib, dtype):
+    book_numpy, _, tuned_kernels = bench_modules
+    if lib == "Numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(5)
+    x = (3 * rng.standard_normal((37, 130))).astype(dtype)
+    softmax = getattr(tuned_kernels, lib + "Softmax")()
+    for shape in [(37, 130), (1, 17), (37, 130)]:  # the buffer follows the input's shape
+        xs = x[: shape[0], : shape[1]]
+        np.testing.assert_allclose(softmax(xs), book_numpy.softmax(xs), rtol=4 * np.finfo(dtype).eps * shape[1], atol=0)
+
+    x.flat[::7] = 0
+    x.flat[3] = np.nan
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    book, relu = book_numpy.Relu(), getattr(tuned_kernels, lib + "Relu")()
+    for _ in range(2):  # a second call on the same buffers
+        np.testing.assert_array_equal(relu.forward(x), book.forward(x))
+        np.testing.assert_array_equal(relu.mask, book.mask)
+        given = dout.copy()
+        assert relu.backward(given) is given  # in place, as the book's
+        np.testing.assert_array_equal(given, book.backward(dout.copy()))
