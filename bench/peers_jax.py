@@ -4,9 +4,8 @@ One jitted function computes the gradients (jax.grad of the batch-mean softmax
 cross-entropy, relu with gradient 0 at 0 as the book's mask) and returns the updated
 parameters; the old ones are donated so XLA may update in place. float64 needs
 ``jax_enable_x64``, set at start. A step ends when its results are ready
-(``block_until_ready``). Validation runs that same function once; it hands out no gradients,
-so the ``dW1``... that the protocol asks for are its updates divided by the learning rate.
-The protocol is in ``_peer.py``.
+(``block_until_ready``). Validation runs that same function once and hands out the new
+parameters (no gradients: bench/run.py's PEER_STEP_OMITS). The protocol is in ``_peer.py``.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ class Model:
             grads = jax.grad(loss)(params, x, t)
             return tuple(p - lr * g for p, g in zip(params, grads))
 
-        self.lr = lr
         self._step = jax.jit(step, donate_argnums=0)
         self.reset()
         self.step()  # compile now, not in the first timed sample

@@ -28,6 +28,7 @@ class _Buffers:
         self.x = np.empty((n, d), dtype)  # the images in the weights' dtype, when they differ
         self.h = np.empty((n, h), dtype)  # Affine1 + ReLU
         self.mask = np.empty((n, h), bool)
+        self.keep = np.empty((n, h), bool)  # not mask (NumPy)
         self.y = np.empty((n, o), dtype)  # softmax
         self.dy = np.empty((n, o), dtype)
         self.dh = np.empty((n, h), dtype)
@@ -50,6 +51,7 @@ class NumpyStep(_Buffers):
         np.dot(x, p["W1"], out=h)
         h += p["b1"]
         np.less_equal(h, 0, out=mask)
+        np.logical_not(mask, out=self.keep)
         np.maximum(h, 0, out=h)
         np.dot(h, p["W2"], out=y)
         y += p["b2"]
@@ -69,7 +71,7 @@ class NumpyStep(_Buffers):
         np.dot(h.T, dy, out=g["W2"])
         np.sum(dy, axis=0, out=g["b2"])
         np.dot(dy, p["W2"].T, out=dh)
-        np.copyto(dh, 0, where=mask)
+        np.multiply(dh, self.keep, out=dh)  # not dh[mask] = 0: 20x slower on a random mask (tuned_kernels)
         np.dot(x.T, dh, out=g["W1"])
         np.sum(dh, axis=0, out=g["b1"])
         for k in PARAM_KEYS:
