@@ -13,7 +13,8 @@ protocol: one JSON object per line on stdin, one answer per line on stdout.
     -> {"cmd": "validate", "out": path}           one call from the initial state; save its
     <- {"ok": true}                               outputs to out (.npz), then reset
     -> {"cmd": "time", "inner": k, "warm_s": w}   k steps back to back, timed in the worker
-                                                  (after w seconds of untimed steps)
+                                                  (after a reset to the initial state, when the
+                                                  model has one, and w seconds of untimed steps)
     <- {"seconds": s}
     -> {"cmd": "quit"}
 
@@ -46,7 +47,8 @@ def serve(load_library, models) -> None:
     ``load_library()`` returns a dict (name, version, threads) or raises ImportError.
     ``models[kind](arrays, lr)`` returns an object with ``validate() -> dict of numpy arrays``
     (for a step: grads ``dW1``... and new params ``W1``...; the model is reset afterwards; for
-    softmax: ``y``; for a product: ``c``) and ``step()`` (one call, finished when it returns).
+    softmax: ``y``; for a product: ``c``) and ``step()`` (one call, finished when it returns); a
+    model with state (the step) also has ``reset()``, called before each timed sample.
     """
     try:
         about = load_library()
@@ -72,6 +74,8 @@ def serve(load_library, models) -> None:
             elif cmd == "time":
                 inner = int(request["inner"])
                 step = model.step
+                if hasattr(model, "reset"):
+                    model.reset()  # time the state that was validated, not weights trained for thousands of steps
                 gc.disable()
                 if request.get("warm_s"):
                     warm_up(step, float(request["warm_s"]))

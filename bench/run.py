@@ -87,6 +87,7 @@ TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 ELEMENTWISE = {"softmax": 1e-9, "relu": 1e-9}
 PEER_QUIET_S = 0.02  # after a peer's sample, let its thread pool go to sleep
 BLAS_FAMILIES = ("numpy", "numba")  # in-process variants on OpenBLAS (NumPy's, SciPy's for Numba)
+LOOP_CHECK_SEED = 5  # np.random's seed for the batch a loop variant is validated on
 WARMUP_S = 0.01  # untimed calls before each sample (at least one): see _quiet.warm_up
 
 
@@ -204,15 +205,19 @@ class Variant:
         return cls(name, status="skipped", note=note)
 
 
-def local(name, fn, check, backend=None, bpfast=None, family=None):
+def local(name, fn, check, reset=None, *, backend=None, bpfast=None, family=None):
     """A variant timed in this process, under bpfast backend ``backend`` when given.
 
-    Its family is ``family``, else the backend (the NumPy variants share NumPy's OpenBLAS with
-    bpfast numpy)."""
+    ``reset()``, when given, puts the variant back in the state it was validated in before each
+    sample (untimed): a training step would otherwise time weights trained for thousands of steps
+    on one batch. Its family is ``family``, else the backend (the NumPy variants share NumPy's
+    OpenBLAS with bpfast numpy)."""
 
     def run(inner, warm_s=0.0):
         ctx = bpfast.use_backend(backend) if backend else _nullcontext()
         with ctx:
+            if reset:
+                reset()
             if warm_s:
                 warm_up(fn, warm_s)
             start = time.perf_counter()
@@ -594,15 +599,14 @@ class Harness:
         return cases
 
     def backend_variants(self, label, make):
-        """One variant per bpfast backend: ``make(backend)`` returns (fn, check)."""
+        """One variant per bpfast backend: ``make(backend)`` returns (fn, check) or (fn, check, reset)."""
         out = []
         for backend in BACKENDS:
             name = f"{label} {backend}".strip()
             if backend not in self.available:
                 out.append(Variant.skipped(name, f"backend not available here: {self.unavailable_reason(backend)}"))
                 continue
-            fn, check = make(backend)
-            out.append(local(name, fn, check, backend, self.bpfast))
+            out.append(local(name, *make(backend), backend=backend, bpfast=self.bpfast))
         return out
 
     def unavailable_reason(self, backend):
@@ -644,6 +648,9 @@ class Harness:
             def fn():
                 step(net)
 
+            def reset():
+                with_init(net)
+
             def check():
                 with_init(net)
                 grads = step(net)
@@ -654,7 +661,7 @@ class Harness:
                 with_init(net)
                 return out
 
-            return fn, check
+            return fn, check, reset
 
         def sgd(net):
             return book_numpy.sgd_step(net, x, t, LR)
@@ -690,8 +697,8 @@ class Harness:
         return variants
 
     def tuned_variants(self, make):
-        """The hand-tuned variants (TUNED); ``make(lib)`` returns (fn, check) for lib "Numpy" or
-        "Numba", the prefix of their classes."""
+        """The hand-tuned variants (TUNED); ``make(lib)`` returns (fn, check) or (fn, check, reset)
+        for lib "Numpy" or "Numba", the prefix of their classes."""
         out = []
         for family, name in TUNED.items():
             if family == "numba" and "numba" not in self.available:
@@ -701,7 +708,7 @@ class Harness:
         return out
 
     def tuned_step(self, lib, init, x, t):
-        """(fn, check) of a hand-tuned step (bench/tuned_step.py) on its own copy of the initial parameters."""
+        """(fn, check, reset) of a hand-tuned step (bench/tuned_step.py) on its own copy of the initial parameters."""
         import tuned_step
 
         params = {k: v.copy() for k, v in init.items()}
@@ -710,16 +717,18 @@ class Harness:
         def fn():
             step(x, t, LR)
 
-        def check():
+        def reset():
             for key in PARAM_KEYS:
                 params[key][...] = init[key]
+
+        def check():
+            reset()
             out = {"loss": np.array(step(x, t, LR)), **{"d" + k: step.grads[k].copy() for k in PARAM_KEYS}}
             out.update(updates(init, params))
-            for key in PARAM_KEYS:
-                params[key][...] = init[key]
+            reset()
             return out
 
-        return fn, check
+        return fn, check, reset
 
     def peer_variant(self, name, case_id, arrays, kind="step"):
         if self.args.no_peers:
@@ -760,14 +769,19 @@ class Harness:
             def fn():
                 book_numpy.train_iteration(net, x_train, t_train, 100, LR)
 
-            def check():
+            def reset():
                 for key in PARAM_KEYS:
                     net.params[key][...] = init[key]
+
+            def check():  # the gradients of a fixed batch, then one timed iteration from a fixed seed
+                reset()
                 grads = book_numpy.sgd_step(net, x_batch, t_batch, LR)
                 out = {"d" + k: np.array(grads[k]) for k in PARAM_KEYS}
-                out["loss"] = np.array(net.loss(x_batch, t_batch))
-                for key in PARAM_KEYS:
-                    net.params[key][...] = init[key]
+                reset()
+                np.random.seed(LOOP_CHECK_SEED)  # the same batch for every variant
+                out["loss"] = np.array(book_numpy.train_iteration(net, x_train, t_train, 100, LR))
+                out.update(updates(init, net.params))
+                reset()
                 return out
 
             return fn, check
