@@ -490,9 +490,10 @@ class Harness:
                 v.status, v.note = "failed", f"validation: {problem}"
         timed = [v for v in variants if v.status == "ok"]
         for v in timed:  # warm up, then pick the calls per sample (long calls: one is enough)
+            v.run(1)  # not timed: a first call may compile (Numba) or fault in pages
             once = v.run(1)
-            if once < 0.1:
-                once = min(v.run(1) for _ in range(2))
+            if once < 0.1:  # a stray slow call would make a sample of one short call
+                once = min(once, *(v.run(1) for _ in range(2)))
             v.inner = max(1, min(10000, round(self.target_sample_s / max(once, 1e-9))))
         self.log(f"[{case.id}] timing {', '.join(f'{v.name} (x{v.inner})' for v in timed)}")
         families = {}

@@ -461,6 +461,32 @@ def test_nan_and_inf_in_layers(backend, dtype):
         assert_matches(got, expected, scale=1.0)
 
 
+@pytest.mark.parametrize("special", [np.nan, np.inf])
+@pytest.mark.parametrize("n, d, m", [(1, 5, 1), (1, 1, 4), (2, 5, 1), (1, 5, 2)], ids=str)
+@dtype_param
+def test_zero_times_nan_in_affine_is_nan(backend, dtype, n, d, m, special):
+    """IEEE's 0 · NaN and 0 · inf are NaN, in every product of Affine, whatever the shapes.
+
+    NumPy's np.dot takes a 1x1 operand as a scalar and scales the other by it with BLAS's axpy,
+    which skips a scale of 0: the numpy reference (the book's formulas) gives 0 there, so
+    dx is 0 for a (1, 1) dout of 0 and a NaN in W, while a (2, 1) or (1, 2) dout gives NaN.
+    The compiled and Numba backends give NaN for every shape; the property tests leave these
+    products of a 1x1 operand with special values out (test_properties.affine_cases)."""
+    if backend == "numpy":
+        pytest.skip("the reference is np.dot's, whose (1, 1) operand path gives 0 · NaN = 0 (see the docstring)")
+    W = np.ones((d, m), dtype)
+    W[d // 2, 0] = special
+    x = np.zeros((n, d), dtype)
+    layer = Affine(W, np.zeros(m, dtype))
+    out = layer.forward(x)
+    dx = layer.backward(np.zeros((n, m), dtype))
+    assert np.isnan(out[:, 0]).all() and np.isfinite(out[:, 1:]).all()  # x · W: 0 · special
+    assert np.isnan(dx[:, d // 2]).all() and (np.delete(dx, d // 2, axis=1) == 0).all()  # dout · Wᵀ
+    layer.forward(np.full((n, d), special, dtype))
+    layer.backward(np.zeros((n, m), dtype))
+    assert np.isnan(layer.dW).all()  # xᵀ · dout: special · 0
+
+
 def test_numpy_backend_is_the_reference():
     """The oracle helper compares against ``use_backend("numpy")``; make sure it is numpy_ref."""
     from bpfast.backends import numpy_ref
