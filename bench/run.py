@@ -876,11 +876,15 @@ class Harness:
     def machine(self):
         bpfast = self.bpfast
         cpu = platform.processor()
-        try:
+        try:  # the model name, and family and model (a VM's name may be just "AMD EPYC")
+            fields = {}
             for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+            if "model name" in fields:
+                cpu = f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
         except OSError:
             pass
         versions = {"python": platform.python_version(), "numpy": np.__version__, "bpfast": bpfast.__version__}
