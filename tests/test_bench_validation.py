@@ -1,4 +1,5 @@
-"""bench/run.py's check of a variant against the reference, before it is timed."""
+"""bench/run.py's check of a variant against the reference, before it is timed, and the state it is
+timed in (a training step's samples start from the validated weights)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,64 @@ def test_elementwise_outputs_are_judged_value_by_value(compare):
     assert compare({"y": p * np.float32(1 + 2e-7)}, {"y": p}, "float32", floor=1e-9)[1] is None
     zeros = np.array([1.0, 0.0], np.float32)  # underflowed values: a floor, not a division by 0
     assert compare({"y": zeros + np.array([0, 1e-45], np.float32)}, {"y": zeros}, "float32", floor=1e-9)[1] is None
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _peer
+        import run
+
+        yield run, _peer
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+class Counter:
+    """A stand-in for a training step: each call moves its state on, ``reset`` puts it back."""
+
+    def __init__(self):
+        self.state, self.seen = 0, []
+
+    def step(self):
+        self.seen.append(self.state)
+        self.state += 1
+
+    def reset(self):
+        self.state = 0
+
+
+def test_each_local_sample_starts_from_the_validated_state(bench_modules):
+    run, _ = bench_modules
+    model = Counter()
+    variant = run.local("counter", model.step, lambda: {}, model.reset)
+    for _ in range(3):
+        variant.run(4, 0.0)
+    assert model.seen == [0, 1, 2, 3] * 3  # without the reset: 0 ... 11
+
+
+def test_each_peer_sample_starts_from_the_validated_state(bench_modules, monkeypatch, capsys):
+    import io
+    import json
+
+    _, peer = bench_modules
+    model = Counter()
+    setup = {"cmd": "setup", "kind": "step", "npz": "unused.npz"}  # np.load is stubbed out
+    requests = [setup, *[{"cmd": "time", "inner": 4, "warm_s": 0}] * 3, {"cmd": "quit"}]
+    monkeypatch.setattr(peer.np, "load", lambda path: _NoArrays())
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in requests)))
+    peer.serve(lambda: {"name": "counter"}, {"step": lambda arrays, lr: model})
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all("error" not in a for a in answers), answers
+    assert model.seen == [0, 1, 2, 3] * 3
+
+
+class _NoArrays(dict):
+    files = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
