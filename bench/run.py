@@ -641,8 +641,7 @@ class Harness:
         init = initial_params(D, H, O, wdtype)
 
         def with_init(net):
-            for key in PARAM_KEYS:
-                net.params[key][...] = init[key]
+            restore(net.params, init)
             return net
 
         def step_of(net, step):
@@ -719,8 +718,7 @@ class Harness:
             step(x, t, LR)
 
         def reset():
-            for key in PARAM_KEYS:
-                params[key][...] = init[key]
+            restore(params, init)
 
         def check():
             reset()
@@ -764,15 +762,13 @@ class Harness:
         x_batch, t_batch = x_train[:100], t_train[:100]
 
         def prepared(net):
-            for key in PARAM_KEYS:
-                net.params[key][...] = init[key]
+            def reset():
+                restore(net.params, init)
+
+            reset()
 
             def fn():
                 book_numpy.train_iteration(net, x_train, t_train, 100, LR)
-
-            def reset():
-                for key in PARAM_KEYS:
-                    net.params[key][...] = init[key]
 
             def check():  # the gradients of a fixed batch, then one timed iteration from a fixed seed
                 reset()
@@ -997,6 +993,12 @@ class Harness:
             "cases": json_cases,
         }
         return {"json": doc, "markdown": render_markdown(doc)}
+
+
+def restore(params, init):
+    """Put the initial parameters back into ``params`` (in place: a net keeps its arrays)."""
+    for key in PARAM_KEYS:
+        params[key][...] = init[key]
 
 
 def updates(before, after):

@@ -14,14 +14,20 @@ pytestmark = pytest.mark.skipif(not (BENCH / "run.py").is_file(), reason="bench/
 
 
 @pytest.fixture(scope="module")
-def compare():
+def bench_modules():
     sys.path.insert(0, str(BENCH))
     try:
+        import _peer
         import run
 
-        yield run.compare
+        yield run, _peer
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def compare(bench_modules):
+    return bench_modules[0].compare
 
 
 def test_every_output_of_the_reference_is_required_unless_omitted(compare):
@@ -47,18 +53,6 @@ def test_elementwise_outputs_are_judged_value_by_value(compare):
     assert compare({"y": p * np.float32(1 + 2e-7)}, {"y": p}, "float32", floor=1e-9)[1] is None
     zeros = np.array([1.0, 0.0], np.float32)  # underflowed values: a floor, not a division by 0
     assert compare({"y": zeros + np.array([0, 1e-45], np.float32)}, {"y": zeros}, "float32", floor=1e-9)[1] is None
-
-
-@pytest.fixture(scope="module")
-def bench_modules():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _peer
-        import run
-
-        yield run, _peer
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 class Counter:
