@@ -63,6 +63,26 @@ def test_gradient_matches_layered_path_bitwise(backend, rng, x_dtype, w_dtype, o
     assert_same_state(fused, layered)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("w_dtype", [np.float32, np.float64])
+def test_wide_hidden_layer_matches_layered_path_bitwise(backend, rng, w_dtype, threads):
+    """A hidden layer of 1000: the second layer's dx (through the ReLU's mask, fused in the
+    one-call step) runs in column blocks beside dW2 on two threads; the same bits as the layered
+    path's product and separate mask."""
+    fused, layered = make_pair(w_dtype, sizes=(784, 1000, 10))
+    x, t = batch(rng)
+    before = bpfast.get_num_threads()
+    try:
+        bpfast.set_num_threads(threads)
+        got = fused.gradient(x, t)
+        want = layered._layered_gradient(x, t)
+    finally:
+        bpfast.set_num_threads(before)
+    for key in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert_same_state(fused, layered)
+
+
 def count_cpp_calls(monkeypatch, kernel: str) -> list:
     """A list that grows by one at each call of the cpp backend's ``kernel`` (skips without it)."""
     if "cpp" not in bpfast.backends():

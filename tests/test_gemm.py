@@ -248,24 +248,35 @@ def test_affine_kernels(cpu_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_affine_backward_does_not_depend_on_thread_count(cpu_path, kind):
-    """On two or more threads, backward runs dx and dW side by side, one per thread, when their
-    outputs are within 10x of each other and each has 64 K multiply-adds or more; otherwise it
-    splits each product across the threads. Every way gives the same bits as one thread."""
+    """On two or more threads, backward runs dW on one thread and dx on the other when their
+    outputs are within 10x of each other and each has 64 K multiply-adds or more, the dW thread
+    then taking what is left of dx's column blocks (32 columns, while dout is small); otherwise it
+    splits each product across the threads. Every way gives the same bits as one thread. Sparse x
+    (MNIST-like: dW skips zeros and finishes first, so both threads run dx's blocks) and dx widths
+    with a short last block and column tails are among the shapes."""
     before = _core.get_num_threads()
-    # side by side: (100, 784, 50), (64, 32, 32) (just 64 K); split: (1000, 784, 50),
-    # (7, 33, 129), (1, 784, 50); too small for either: (20, 50, 10), (40, 50, 13)
-    shapes = [(100, 784, 50), (40, 50, 13), (64, 32, 32), (1000, 784, 50), (7, 33, 129), (1, 784, 50), (20, 50, 10)]
+    # side by side: (100, 784, 50), (64, 32, 32) (just 64 K), (100, 790, 50), (100, 770, 50),
+    # (100, 1000, 10); split: (1000, 784, 50), (7, 33, 129), (1, 784, 50); too small for either:
+    # (20, 50, 10), (40, 50, 13)
+    shapes = [(100, 784, 50), (40, 50, 13), (64, 32, 32), (1000, 784, 50), (7, 33, 129), (1, 784, 50), (20, 50, 10),
+              (100, 790, 50), (100, 770, 50), (100, 1000, 10)]
+    rng = np.random.default_rng(2)
     try:
         for N, D, M in shapes:
-            x, W, _ = operands(kind, N, M, D, False, False, seed=N + D + M)
-            dout = np.random.default_rng(2).standard_normal((N, M)).astype(W.dtype)
-            results = []
-            for n in (1, 2, 3):
-                _core.set_num_threads(n)
-                results.append(_core.affine_backward(dout, x, W))
-            for result in results[1:]:
-                for got, want in zip(result, results[0]):
-                    np.testing.assert_array_equal(got, want)
+            for sparse in (False, True):
+                x, W, _ = operands(kind, N, M, D, False, False, seed=N + D + M)
+                if sparse:
+                    x[rng.random(x.shape) < 0.8] = 0
+                dout = rng.standard_normal((N, M)).astype(W.dtype)
+                results = []
+                for n in (1, 2, 3):
+                    _core.set_num_threads(n)
+                    results.append(_core.affine_backward(dout, x, W))
+                for result in results[1:]:
+                    for got, want in zip(result, results[0]):
+                        np.testing.assert_array_equal(got, want, err_msg=f"{(N, D, M)} sparse={sparse}")
+                de, We = dout.astype(np.float64), W.astype(np.float64)
+                assert_product_close(results[1][0], de @ We.T, np.abs(de) @ np.abs(We.T), kind, M)
     finally:
         _core.set_num_threads(before)
 

@@ -794,13 +794,14 @@ bool all_finite(const T* p, ptrdiff_t n) {
 // C = epilogue(0): the K = 0 product.
 template <class T>
 void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
+    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
     for (ptrdiff_t i = 0; i < M; ++i)
         for (ptrdiff_t j = 0; j < N; ++j) {
             const T v = ep.bias ? ep.bias[j] : T(0);
-            const T r = ep.relu ? relu_scalar(v, ep.mask ? ep.mask + i * N + j : nullptr) : v;
-            const T c = ep.zero_mask && ep.zero_mask[i * N + j] ? T(0) : r;
-            C[i * N + j] = c;
-            if (ep.update) ep.update[i * N + j] = ep.update[i * N + j] - opaque(ep.update_rate * c);
+            const T r = ep.relu ? relu_scalar(v, ep.mask ? ep.mask + i * ldc + j : nullptr) : v;
+            const T c = ep.zero_mask && ep.zero_mask[i * ldc + j] ? T(0) : r;
+            C[i * ldc + j] = c;
+            if (ep.update) ep.update[i * ldc + j] = ep.update[i * ldc + j] - opaque(ep.update_rate * c);
         }
 }
 
@@ -868,23 +869,24 @@ bool narrow_transposed(ptrdiff_t M, ptrdiff_t N, int NR, int W) {
 template <class T, class B>
 void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool trans_b,
                             const Epilogue<T>& ep) {
+    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
     static thread_local Scratch<T> ct_scratch;
     T* ct = ct_scratch.get(N * M);
     // op(B)^T (N,K) is B as stored when trans_b, else B read transposed
     gemm_blocked<T, B, T>(ct, Bm, A, N, M, K, !trans_b, false, Epilogue<T>{});
     if (!ep.bias && !ep.relu && !ep.mask && !ep.zero_mask && !ep.update)  // C = ct^T, in registers
-        return transpose_rows<T, B::nv * Simd<T>::W, false>(C, N, ct, M, static_cast<int>(N), M);
+        return transpose_rows<T, B::nv * Simd<T>::W, false>(C, ldc, ct, M, static_cast<int>(N), M);
     for (ptrdiff_t i = 0; i < M; ++i) {
         const TileStore<T> st{true,
                               true,
                               ep.relu,
                               ep.bias,
-                              ep.mask ? ep.mask + i * N : nullptr,
-                              ep.zero_mask ? ep.zero_mask + i * N : nullptr,
-                              ep.update ? ep.update + i * N : nullptr,
+                              ep.mask ? ep.mask + i * ldc : nullptr,
+                              ep.zero_mask ? ep.zero_mask + i * ldc : nullptr,
+                              ep.update ? ep.update + i * ldc : nullptr,
                               ep.update_rate,
-                              N};
-        for (ptrdiff_t j = 0; j < N; ++j) store_scalar(C + i * N, N, 0, static_cast<int>(j), ct[j * M + i], st);
+                              ldc};
+        for (ptrdiff_t j = 0; j < N; ++j) store_scalar(C + i * ldc, ldc, 0, static_cast<int>(j), ct[j * M + i], st);
     }
 }
 
@@ -903,7 +905,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         if (trans_a && narrow_transposed<T>(M, N, NR, W))
             return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
     }
-    const ptrdiff_t ldc = N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
     // op(A)(i, k) = A[i*a_i + k*a_k]; op(B)(k, j) = Bm[k*b_k + j*b_j]
     const ptrdiff_t a_i = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
     const ptrdiff_t b_k = trans_b ? 1 : ldb, b_j = trans_b ? ldb : 1;
@@ -1144,13 +1146,13 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 };
                 // The epilogue of the tile at C's row ic + r, column jc + j.
                 auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
-                    TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), N};
+                    TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), ldc};
                     if (last) {
                         st.bias = ep.bias ? ep.bias + jc + j : nullptr;
                         st.relu = ep.relu;
-                        st.mask = ep.mask ? ep.mask + (ic + r) * N + jc + j : nullptr;
-                        st.zero = ep.zero_mask ? ep.zero_mask + (ic + r) * N + jc + j : nullptr;
-                        st.update = ep.update ? ep.update + (ic + r) * N + jc + j : nullptr;
+                        st.mask = ep.mask ? ep.mask + (ic + r) * ldc + jc + j : nullptr;
+                        st.zero = ep.zero_mask ? ep.zero_mask + (ic + r) * ldc + jc + j : nullptr;
+                        st.update = ep.update ? ep.update + (ic + r) * ldc + jc + j : nullptr;
                         st.rate = ep.update_rate;
                     }
                     return st;

@@ -12,7 +12,8 @@
 //   then C = 0 where ep.zero_mask (M,N) is set, when that is not null (the ReLU backward);
 //   then, when ep.update (M,N) is not null, update -= update_rate * C (an SGD step).
 //   K = 0 gives C = epilogue(0). C and update must not alias A, B, bias, mask,
-//   zero_mask or each other.
+//   zero_mask or each other. C's rows (and those of the (M,N) epilogue arrays) are ep.ldc
+//   apart, N when that is 0.
 // - Results do not depend on the thread count (K is blocked by the shape only; threads split
 //   M and N). Small problems run on the calling thread.
 // - Thread safety: reentrant; may be called from any thread (a call made while another thread's
@@ -38,6 +39,10 @@ struct Epilogue {
     // separate pass would); null: none
     T* update = nullptr;
     T update_rate = 0;
+    // Where the product goes: the row stride of C and of mask, zero_mask and update, in
+    // elements (>= N); 0: N, dense. A larger stride writes a block of columns of a wider array
+    // (affine.cpp hands out dx in column blocks).
+    std::ptrdiff_t ldc = 0;
 };
 
 // The old call form (bias only): C = op(A)·op(B) + bias.
