@@ -250,7 +250,7 @@ def test_affine_kernels(cpu_path, kind):
 def test_affine_backward_does_not_depend_on_thread_count(cpu_path, kind):
     """On two or more threads, backward runs dW on one thread and dx on the other when their
     outputs are within 10x of each other and each has 64 K multiply-adds or more, the dW thread
-    then taking what is left of dx's column blocks (32 columns, while dout is small); otherwise it
+    then taking what is left of dx's column blocks (256 bytes wide, while dout is small); otherwise it
     splits each product across the threads. Every way gives the same bits as one thread. Sparse x
     (MNIST-like: dW skips zeros and finishes first, so both threads run dx's blocks) and dx widths
     with a short last block and column tails are among the shapes."""

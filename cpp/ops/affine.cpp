@@ -83,14 +83,16 @@ void forward(T* out, bool* mask, bool relu, const TX* x, const T* W, const T* b,
 constexpr ptrdiff_t kSideBySideMaxRatio = 10;
 // dx in column blocks that whichever thread is free takes: the dW thread helps with dx when it
 // finishes first (zero skipping makes the book's dW on MNIST about half of dx: 87 us against 159
-// on one thread, float64). The width is a multiple of every path's panel width (NR: 32 floats
-// with AVX-512), so that each column sees the same tiles, and the same sums, as in one product
-// over all of dx. Each block reads all of dout, so only while dout is small (kDxBlocksMaxDoutBytes);
-// past that, dx is one block. Measured, Affine backward on two threads, medians (alternating
-// processes), us, 32 columns against one block: MNIST's (100,784)·(784,50) float64 140 against
-// 163, float32 79 against 85; 16 and 48 columns level with 32, 64 and 128 slower; dense x, level
-// at (100,784,50) and (256,784,100); with dout of 4 MB (1024,784,1024) float32, 17.7 against 15.7 ms.
-constexpr ptrdiff_t kDxBlockColumns = 32;
+// on one thread, float64). The width, 64 floats or 32 doubles, is a multiple of every path's
+// panel width (NR: 32 floats, 16 doubles with AVX-512), so that each column sees the same tiles,
+// and the same sums, as in one product over all of dx. Each block reads all of dout, so only
+// while dout is small (kDxBlocksMaxDoutBytes); past that, dx is one block. Measured on Zen 4,
+// Affine backward on two threads, medians (alternating processes), us, blocks against one block:
+// MNIST's (100,784)·(784,50) float64 140 against 163 (16 and 48 columns level with 32; 64 and 128
+// slower), float32 79-80 against 85 (32 columns level with 64); dense x, where dW takes as long
+// as dx, float64 level, float32 within 2% (32 columns: 3-8% slower); with dout of 4 MB,
+// (1024,784,1024) float32, 32 columns 17.7 ms against 15.7.
+constexpr ptrdiff_t kDxBlockBytes = 256;
 constexpr ptrdiff_t kDxBlocksMaxDoutBytes = ptrdiff_t(64) << 10;
 constexpr ptrdiff_t kSideBySideMinFma = 64 * 1024;
 constexpr ptrdiff_t kSideBySideMaxBytes = ptrdiff_t(16) << 20;
@@ -115,7 +117,8 @@ void backward(T* dx, T* dW, T* db, const T* dout, const TX* x, const T* W, ptrdi
         // One thread runs dW, then helps with what is left of dx; the other takes dx's column
         // blocks from the start. The caller asks for a chunk first and so nearly always runs
         // chunk 0: dW then sits in its cache for the update that follows.
-        const ptrdiff_t width = N * M * ptrdiff_t(sizeof(T)) <= kDxBlocksMaxDoutBytes ? kDxBlockColumns : D;
+        const ptrdiff_t width =
+            N * M * ptrdiff_t(sizeof(T)) <= kDxBlocksMaxDoutBytes ? kDxBlockBytes / ptrdiff_t(sizeof(T)) : D;
         const ptrdiff_t n_blocks = (D + width - 1) / width;
         std::atomic<ptrdiff_t> next_block{0};
         const auto dx_blocks = [&] {
