@@ -28,10 +28,16 @@ bool skip_zeros_from_environment() {
 std::atomic<bool> skip_zeros{skip_zeros_from_environment()};
 std::atomic<std::int64_t> skipped_ks{0};
 
+// C's row stride: ep.ldc, or N when that is 0 (dense).
+template <class T>
+std::ptrdiff_t row_stride(const Epilogue<T>& ep, std::ptrdiff_t N) {
+    return ep.ldc ? ep.ldc : N;
+}
+
 template <class T>
 void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
     if (!ep.bias && !ep.relu && !ep.zero_mask && !ep.update) return;
-    const std::ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
+    const std::ptrdiff_t ldc = row_stride(ep, N);
     for (std::ptrdiff_t i = 0; i < M; ++i)
         for (std::ptrdiff_t j = 0; j < N; ++j) {
             T v = C[i * ldc + j];
@@ -50,21 +56,19 @@ void apply_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>&
         }
 }
 
-// BLAS takes int sizes: C's rows ldc (0: N) apart.
+// BLAS takes int sizes: C's rows ldc (>= N) apart.
 bool fits_int(std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, std::ptrdiff_t ldc) {
-    const std::ptrdiff_t row = ldc > N ? ldc : N;
-    return M <= INT_MAX && row <= INT_MAX && K <= INT_MAX && M * K <= INT_MAX && K * N <= INT_MAX && M * row <= INT_MAX;
+    return M <= INT_MAX && ldc <= INT_MAX && K <= INT_MAX && M * K <= INT_MAX && K * N <= INT_MAX && M * ldc <= INT_MAX;
 }
 
 // Row-major C = op(A)·op(B) through column-major BLAS: C^T = op(B)^T·op(A)^T, where a row-major
-// (r,c) array read column-major is its transpose.
-// C's rows are ldc apart.
+// (r,c) array read column-major is its transpose. C's rows are ldc apart.
 template <class T, class Fn>
 void blas_gemm(Fn fn, T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
-               bool trans_a, bool trans_b, std::ptrdiff_t ldc_) {
+               bool trans_a, bool trans_b, std::ptrdiff_t ldc_rows) {
     const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
     const int lda = static_cast<int>(trans_b ? K : N), ldb = static_cast<int>(trans_a ? M : K);
-    const int ldc = static_cast<int>(ldc_ ? ldc_ : N);
+    const int ldc = static_cast<int>(ldc_rows);
     const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
     const T one = 1, zero = 0;
     const int lda1 = lda > 0 ? lda : 1, ldb1 = ldb > 0 ? ldb : 1;
@@ -73,7 +77,7 @@ void blas_gemm(Fn fn, T* C, const T* A, const T* B, std::ptrdiff_t M, std::ptrdi
 
 template <class T>
 void fill_epilogue(T* C, std::ptrdiff_t M, std::ptrdiff_t N, const Epilogue<T>& ep) {
-    const std::ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
+    const std::ptrdiff_t ldc = row_stride(ep, N);
     for (std::ptrdiff_t i = 0; i < M; ++i)
         for (std::ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] = T(0);
     apply_epilogue(C, M, N, ep);
@@ -105,9 +109,9 @@ const char* gemm_backend() { return blas_d.load() ? "blas" : "bpfast"; }
 template <>
 void gemm<float>(float* C, const float* A, const float* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
                  bool trans_a, bool trans_b, const Epilogue<float>& ep) {
-    if (BlasSgemm fn = blas_s.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, ep.ldc)) {
+    if (BlasSgemm fn = blas_s.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, row_stride(ep, N))) {
         if (K <= 0) return fill_epilogue(C, M, N, ep);
-        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b, ep.ldc);
+        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b, row_stride(ep, N));
         return apply_epilogue(C, M, N, ep);
     }
     active_kernels().sgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
@@ -116,9 +120,9 @@ void gemm<float>(float* C, const float* A, const float* B, std::ptrdiff_t M, std
 template <>
 void gemm<double>(double* C, const double* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N,
                   std::ptrdiff_t K, bool trans_a, bool trans_b, const Epilogue<double>& ep) {
-    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, ep.ldc)) {
+    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, row_stride(ep, N))) {
         if (K <= 0) return fill_epilogue(C, M, N, ep);
-        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b, ep.ldc);
+        blas_gemm(fn, C, A, B, M, N, K, trans_a, trans_b, row_stride(ep, N));
         return apply_epilogue(C, M, N, ep);
     }
     active_kernels().dgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
@@ -126,10 +130,10 @@ void gemm<double>(double* C, const double* A, const double* B, std::ptrdiff_t M,
 
 void gemm(double* C, const float* A, const double* B, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K,
           bool trans_a, bool trans_b, const Epilogue<double>& ep) {
-    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, ep.ldc)) {
+    if (BlasDgemm fn = blas_d.load(); fn && M > 0 && N > 0 && fits_int(M, N, K, row_stride(ep, N))) {
         if (K <= 0) return fill_epilogue(C, M, N, ep);
         std::vector<double> wide(A, A + M * K);  // the hatch widens A by a copy
-        blas_gemm(fn, C, wide.data(), B, M, N, K, trans_a, trans_b, ep.ldc);
+        blas_gemm(fn, C, wide.data(), B, M, N, K, trans_a, trans_b, row_stride(ep, N));
         return apply_epilogue(C, M, N, ep);
     }
     active_kernels().mgemm(C, A, B, M, N, K, trans_a, trans_b, ep);
@@ -154,7 +158,7 @@ void triple_loop(T* C, const TA* A, const T* B, std::ptrdiff_t M, std::ptrdiff_t
             T sum = 0;
             for (std::ptrdiff_t k = 0; k < K; ++k)
                 sum += static_cast<T>(trans_a ? A[k * M + i] : A[i * K + k]) * (trans_b ? B[j * K + k] : B[k * N + j]);
-            C[i * (ep.ldc ? ep.ldc : N) + j] = sum;
+            C[i * row_stride(ep, N) + j] = sum;
         }
     apply_epilogue(C, M, N, ep);
 }

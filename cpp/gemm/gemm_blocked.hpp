@@ -791,10 +791,16 @@ bool all_finite(const T* p, ptrdiff_t n) {
     return true;
 }
 
+// C's row stride: ep.ldc, or N when that is 0 (dense).
+template <class T>
+ptrdiff_t row_stride(const Epilogue<T>& ep, ptrdiff_t N) {
+    return ep.ldc ? ep.ldc : N;
+}
+
 // C = epilogue(0): the K = 0 product.
 template <class T>
 void fill_epilogue(T* C, ptrdiff_t M, ptrdiff_t N, const Epilogue<T>& ep) {
-    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
+    const ptrdiff_t ldc = row_stride(ep, N);
     for (ptrdiff_t i = 0; i < M; ++i)
         for (ptrdiff_t j = 0; j < N; ++j) {
             const T v = ep.bias ? ep.bias[j] : T(0);
@@ -869,7 +875,7 @@ bool narrow_transposed(ptrdiff_t M, ptrdiff_t N, int NR, int W) {
 template <class T, class B>
 void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, bool trans_b,
                             const Epilogue<T>& ep) {
-    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N;
+    const ptrdiff_t ldc = row_stride(ep, N);
     static thread_local Scratch<T> ct_scratch;
     T* ct = ct_scratch.get(N * M);
     // op(B)^T (N,K) is B as stored when trans_b, else B read transposed
@@ -905,7 +911,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         if (trans_a && narrow_transposed<T>(M, N, NR, W))
             return gemm_narrow_transposed<T, B>(C, A, Bm, M, N, K, trans_b, ep);
     }
-    const ptrdiff_t ldc = ep.ldc ? ep.ldc : N, lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const ptrdiff_t ldc = row_stride(ep, N), lda = trans_a ? M : K, ldb = trans_b ? K : N;
     // op(A)(i, k) = A[i*a_i + k*a_k]; op(B)(k, j) = Bm[k*b_k + j*b_j]
     const ptrdiff_t a_i = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
     const ptrdiff_t b_k = trans_b ? 1 : ldb, b_j = trans_b ? ldb : 1;

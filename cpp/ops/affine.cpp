@@ -7,7 +7,7 @@
 // and ReLU fused in the epilogue); the _ref twins use bpfast::gemm_ref. db sums rows in order
 // 0..N-1 on the calling thread (the vector kernel of the active path, or the scalar loop below
 // in the _ref twins: the same bits), so no result depends on the thread count. The two products of
-// backward may run side by side, one per pool thread, each on one thread.
+// backward may run side by side, dW on one pool thread and dx in column blocks on both.
 #include <algorithm>
 #include <atomic>
 
