@@ -91,6 +91,79 @@ def test_x_times_w_same_bits(cpu_path, kind):
         assert_same_bits(on, off)
 
 
+# (M, N, K) whose op(B) is small enough (512 KB in float64) for the rows of x to run one at a time:
+# the book's layer, M odd (a row runs alone, not beside another), few columns, 64 float64 columns
+# (eight vectors, the most a row runs at once with AVX-512), 65 (a second group of vectors), 26
+# (6 and 2 columns past the vectors: in the row's vectors or dot_edge, by path), and K = 2116 (two
+# K blocks with AVX-512, nine with AVX2 and the generic path, not multiples of 64).
+ROW_SHAPES = [(100, 50, 784), (37, 50, 784), (120, 10, 784), (33, 64, 784), (33, 65, 784), (50, 26, 784),
+              (45, 20, 2116)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_one_at_a_time(cpu_path, kind):
+    """With few columns each digit-like row of x runs over its own nonzero pixels alone
+    (gemm_sparse_rows): every zero of x is skipped, row by row (a tile of rows would skip only the
+    pixels all its rows leave at zero), and the bits are those of the full product, with each
+    epilogue, and of every thread count."""
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(13)
+    before = _core.get_num_threads()
+    try:
+        for M, N, K in ROW_SHAPES:
+            x = digit_like(M, seed=M + N, side=math.isqrt(K), dtype=a_dt)
+            x[::3, ::2] = 0  # (so that a row uses under half the pixels a tile does, in every K block)
+            w = rng.standard_normal((K, N)).astype(b_dt)
+            bias = rng.standard_normal(N).astype(b_dt)
+            zero = rng.random((M, N)) < 0.3
+            upd = rng.standard_normal((M, N)).astype(b_dt)
+            runs = []
+            for threads in (1, 2, 3):
+                _core.set_num_threads(threads)
+                on, off, skipped = both_ways(x, w)
+                assert_same_bits(on, off)
+                assert skipped == (x == 0).sum(), (M, N, K, threads)
+                for kwargs in ({"bias": bias, "relu": True}, {"zero_mask": zero}):
+                    assert_same_bits(*both_ways(x, w, **kwargs)[:2])
+                u_on, u_off = upd.copy(), upd.copy()
+                before_skip = _core._set_skip_zeros(True)
+                try:
+                    g_on = _core._gemm(x, w, update=u_on, update_rate=0.1)
+                    _core._set_skip_zeros(False)
+                    g_off = _core._gemm(x, w, update=u_off, update_rate=0.1)
+                finally:
+                    _core._set_skip_zeros(before_skip)
+                assert_same_bits((g_on, u_on), (g_off, u_off))
+                runs.append(on)
+            for r in runs[1:]:
+                assert_same_bits(r, runs[0])
+            ref = _core._ref.gemm(x, w)
+            tol = 1e-4 if kind == "float32" else 1e-10
+            np.testing.assert_allclose(runs[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    finally:
+        _core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [50, 26, 16])
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_zero_sums_one_row_at_a_time(cpu_path, kind, n):
+    """test_negative_zero_sums for rows run one at a time: row 0's only term, a denormal times
+    -0.01, rounds to -0.0, and the full sum's zero terms after it make it +0.0; the row must run
+    again over every k and give +0.0 too."""
+    a_dt, b_dt = dtypes(kind)
+    M, K = 100, 784
+    x = digit_like(M, seed=14, dtype=a_dt)
+    x[0] = 0
+    x[0, 7] = 3 * np.finfo(a_dt).smallest_subnormal
+    w = np.abs(np.random.default_rng(0).standard_normal((K, n))).astype(b_dt) + 0.5
+    w[7] = -0.01
+    on, off, skipped = both_ways(x, w)
+    assert skipped == (x == 0).sum()  # the rows ran one at a time
+    assert_same_bits(on, off)
+    if a_dt == b_dt == np.float32:  # the product underflows: the full sum ends at +0.0
+        assert not np.signbit(off[0]).any() and (off[0] == 0).all()
+
+
 @pytest.mark.parametrize("trans_b", [False, True], ids=["N", "T"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_x_transposed_times_dout_same_bits(cpu_path, kind, trans_b):
