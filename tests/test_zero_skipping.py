@@ -91,13 +91,12 @@ def test_x_times_w_same_bits(cpu_path, kind):
         assert_same_bits(on, off)
 
 
-# (M, N, K) whose op(B) is small enough (512 KB in float64) for the rows of x to run one at a time:
-# the book's layer, M odd (a row runs alone, not beside another), few columns, 64 float64 columns
-# (eight vectors, the most a row runs at once with AVX-512), 65 (a second group of vectors), 26
-# (6 and 2 columns past the vectors: in the row's vectors or dot_edge, by path), and K = 2116 (two
-# K blocks with AVX-512, nine with AVX2 and the generic path, not multiples of 64).
-ROW_SHAPES = [(100, 50, 784), (37, 50, 784), (120, 10, 784), (33, 64, 784), (33, 65, 784), (50, 26, 784),
-              (45, 20, 2116)]
+# (M, N, K) whose op(B) is small enough (512 KB in float64) for the rows of x to run one at a time,
+# with at least four vectors a row (64 float32 columns with AVX-512): the book's first layer in
+# float64, M odd (a row runs alone, not beside another), 65 (64 columns and one past them: in the
+# row's vectors or dot_edge, by path), 80 float64 columns (ten vectors: a second group with
+# AVX-512), and K = 1024 (four K blocks with AVX2 and the generic path).
+ROW_SHAPES = [(100, 64, 784), (37, 64, 784), (33, 65, 784), (50, 80, 784), (45, 64, 1024)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -110,7 +109,8 @@ def test_rows_one_at_a_time(cpu_path, kind):
     rng = np.random.default_rng(13)
     before = _core.get_num_threads()
     try:
-        for M, N, K in ROW_SHAPES:
+        book = [(100, 50, 784)] if b_dt == np.float64 else []  # (float32: three vectors, tiles)
+        for M, N, K in ROW_SHAPES + book:
             x = digit_like(M, seed=M + N, side=math.isqrt(K), dtype=a_dt)
             x[::3, ::2] = 0  # (so that a row uses under half the pixels a tile does, in every K block)
             w = rng.standard_normal((K, N)).astype(b_dt)
@@ -144,7 +144,7 @@ def test_rows_one_at_a_time(cpu_path, kind):
         _core.set_num_threads(before)
 
 
-@pytest.mark.parametrize("n", [50, 26, 16])
+@pytest.mark.parametrize("n", [64, 65, 80])
 @pytest.mark.parametrize("kind", KINDS)
 def test_negative_zero_sums_one_row_at_a_time(cpu_path, kind, n):
     """test_negative_zero_sums for rows run one at a time: row 0's only term, a denormal times

@@ -908,7 +908,9 @@ void gemm_narrow_transposed(T* C, const T* A, const T* Bm, ptrdiff_t M, ptrdiff_
 // (a sum stored and reloaded keeps its bits), less some exact zeros: the same bits (see Zero
 // skipping), and the choice between the two is one of speed alone. Measured, (100,784)·(784,50)
 // of MNIST images, float32 x, float64 W, medians (alternating processes): 114 -> 73 us on one
-// thread, 60 -> 44 on two; float32 W level (31 us on two threads; three vectors a row). Tried and
+// thread, 60 -> 44 on two; on two, 1000 images 705 -> 413 us, 4000 2630 -> 2241, 20 21.0 -> 15.6.
+// With float32 W (three vectors a row) level on 100 images, 4000 images 1352 -> 1700 and 20 10.9
+// -> 12.8: rows of fewer than kRowMinVectors vectors keep their tiles. Tried and
 // left: x^T·dout one pixel at a time, by these rows (x^T's columns strided) or by scatter (each
 // image adding to its pixels' sums), 93 -> 136 and 131 us on one thread: its tiles' two parts
 // already leave 63% of the (part, image) pairs out.
@@ -917,6 +919,7 @@ constexpr int kRowVectors = sizeof(typename Simd<T>::V) >= 64 ? 8 : 6;  // of 32
 constexpr ptrdiff_t kSparseRowsMaxBBytes = 512 * 1024;
 constexpr ptrdiff_t kSparseRowsProbe = 4;  // rows of a tile whose used k decide (with the tile's)
 constexpr ptrdiff_t kSparseRowsGain = 2;   // ... when they use at most 1/kSparseRowsGain of the tile's
+constexpr int kRowMinVectors = 4;          // ... and a row has this many vectors or more
 
 // sums[r*lds + v*W] += a[r*lda + k] * b[k*ldb + v*W] for the NV vectors v of RB <= 2 rows r, for
 // the k in [0, 64) whose bit is set in used0 (row 0) and used1 (row 1), ascending. The last vector
@@ -1206,7 +1209,8 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         for (ptrdiff_t k = 0; k < K; ++k) bt[j * K + k] = Bm[k * b_k + (N - edge + j) * b_j];
 
     // Zero skipping one row at a time, when its rows leave enough more k unused than its tiles.
-    if (skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used)
+    if (skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used &&
+        N - (dot_edge_on ? edge : 0) > (kRowMinVectors - 1) * W)
         return gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_edge_on ? edge : 0, bt, ep,
                                        threads);
 
