@@ -100,6 +100,22 @@ TileStore<T> rows_from(TileStore<T> st, ptrdiff_t i0) {
     return st;
 }
 
+// The store of the tile at C's row i, column j (C's rows ldc apart), in the first and/or last K
+// block: ep's epilogue on the last.
+template <class T>
+TileStore<T> tile_store_at(const Epilogue<T>& ep, ptrdiff_t ldc, bool first, bool last, ptrdiff_t i, ptrdiff_t j) {
+    TileStore<T> st{first, last, false, nullptr, nullptr, nullptr, nullptr, T(0), ldc};
+    if (last) {
+        st.bias = ep.bias ? ep.bias + j : nullptr;
+        st.relu = ep.relu;
+        st.mask = ep.mask ? ep.mask + i * ldc + j : nullptr;
+        st.zero = ep.zero_mask ? ep.zero_mask + i * ldc + j : nullptr;
+        st.update = ep.update ? ep.update + i * ldc + j : nullptr;
+        st.rate = ep.update_rate;
+    }
+    return st;
+}
+
 // x as computed, in a register, never folded into the operation that uses it. The ISA
 // translation units compile with -ffp-contract=fast, and the SGD step must round rate * g before
 // the difference (a build without this fails the update tests); a vector loaded for several FMAs
@@ -1047,15 +1063,7 @@ void gemm_sparse_rows(T* C, ptrdiff_t ldc, const TA* A, ptrdiff_t lda, const T* 
                     run_rows(k0, i, false, n == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << n) - 1, 0);
                 }
             }
-            TileStore<T> st{kb == 0, kb == n_kb - 1, false, nullptr, nullptr, nullptr, nullptr, T(0), ldc};
-            if (st.last) {
-                st.bias = ep.bias;
-                st.relu = ep.relu;
-                st.mask = ep.mask ? ep.mask + i0 * ldc : nullptr;
-                st.zero = ep.zero_mask ? ep.zero_mask + i0 * ldc : nullptr;
-                st.update = ep.update ? ep.update + i0 * ldc : nullptr;
-                st.rate = ep.update_rate;
-            }
+            const TileStore<T> st = tile_store_at(ep, ldc, kb == 0, kb == n_kb - 1, i0, 0);
             T* c0 = C + i0 * ldc;
             for (ptrdiff_t i = 0; i < m; ++i) {
                 const TileStore<T> row = rows_from(st, i);
@@ -1190,8 +1198,6 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     const ptrdiff_t n_col_blocks = ceil_div(N, nc_max + nc_max / 8);
     // (wide_layer reads op(B) in place, all N columns in one block, however long K is)
     const ptrdiff_t nc_cap = wide_layer ? N : round_up(ceil_div(N, n_col_blocks), NR);
-    static thread_local Scratch<T> b_scratch;
-    T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
 
     // A last panel of only a few columns (50 = 3*16 + 2 in double): with op(A)'s rows contiguous,
     // dot products along k (dot_edge), their columns of op(B) copied here first, bt[j*K + k]. The
@@ -1209,10 +1215,12 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         for (ptrdiff_t k = 0; k < K; ++k) bt[j * K + k] = Bm[k * b_k + (N - edge + j) * b_j];
 
     // Zero skipping one row at a time, when its rows leave enough more k unused than its tiles.
-    if (skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used &&
-        N - (dot_edge_on ? edge : 0) > (kRowMinVectors - 1) * W)
-        return gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_edge_on ? edge : 0, bt, ep,
-                                       threads);
+    const int dot_cols = dot_edge_on ? edge : 0;
+    if (skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used && N - dot_cols > (kRowMinVectors - 1) * W)
+        return gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_cols, bt, ep, threads);
+
+    static thread_local Scratch<T> b_scratch;
+    T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
 
     for (ptrdiff_t jc = 0; jc < N; jc += nc_cap) {
         const ptrdiff_t nc = min_of(nc_cap, N - jc);
@@ -1355,16 +1363,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                 };
                 // The epilogue of the tile at C's row ic + r, column jc + j.
                 auto tile_store = [&](ptrdiff_t r, ptrdiff_t j) {
-                    TileStore<T> st{kb == 0, last, false, nullptr, nullptr, nullptr, nullptr, T(0), ldc};
-                    if (last) {
-                        st.bias = ep.bias ? ep.bias + jc + j : nullptr;
-                        st.relu = ep.relu;
-                        st.mask = ep.mask ? ep.mask + (ic + r) * ldc + jc + j : nullptr;
-                        st.zero = ep.zero_mask ? ep.zero_mask + (ic + r) * ldc + jc + j : nullptr;
-                        st.update = ep.update ? ep.update + (ic + r) * ldc + jc + j : nullptr;
-                        st.rate = ep.update_rate;
-                    }
-                    return st;
+                    return tile_store_at(ep, ldc, kb == 0, last, ic + r, jc + j);
                 };
                 if constexpr (B::wr > 0) {
                     if (wide_layer) {  // one column block (nc = N), read in place
