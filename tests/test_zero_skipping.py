@@ -144,6 +144,36 @@ def test_rows_one_at_a_time(cpu_path, kind):
         _core.set_num_threads(before)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_finite_b_one_row_at_a_time(cpu_path, kind):
+    """The rows one at a time check op(B) for infinities and NaNs inside their parallel region, a
+    part per chunk, and run again over every k when one is there: an infinity or a NaN in the first
+    or the last row of op(B), at a pixel no image uses (NaN down its column only then), gives the
+    bits of the full product, with the ReLU's output and mask, and nothing counts as skipped."""
+    a_dt, b_dt = dtypes(kind)
+    rng = np.random.default_rng(14)
+    before = _core.get_num_threads()
+    try:
+        M, N, K = 100, 64, 784
+        x = digit_like(M, seed=3, dtype=a_dt)
+        x[::3, ::2] = 0
+        x[:, [0, K - 1]] = 0
+        w = rng.standard_normal((K, N)).astype(b_dt)
+        assert both_ways(x, w)[2] == (x == 0).sum(), "the rows run one at a time while op(B) is finite"
+        bias = rng.standard_normal(N).astype(b_dt)
+        for threads in (1, 2, 3):
+            _core.set_num_threads(threads)
+            for k, value in ((0, np.inf), (K - 1, np.nan), (0, -np.inf)):
+                wk = w.copy()
+                wk[k, 5] = value
+                on, off, skipped = both_ways(x, wk, bias, relu=True)
+                assert skipped == 0, (threads, k, value)
+                assert_same_bits(on, off)
+                assert np.isnan(on[0][:, 5]).all() and np.isfinite(np.delete(on[0], 5, axis=1)).all()
+    finally:
+        _core.set_num_threads(before)
+
+
 @pytest.mark.parametrize("n", [64, 65, 80])
 @pytest.mark.parametrize("kind", KINDS)
 def test_negative_zero_sums_one_row_at_a_time(cpu_path, kind, n):

@@ -17,6 +17,7 @@
 // Contract: as bpfast::gemm (include/bpfast/gemm.hpp): row-major, C overwritten, no aliasing.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -995,11 +996,14 @@ inline std::uint64_t bit_window(const std::uint64_t* bits, ptrdiff_t k0, ptrdiff
 
 // C = epilogue(op(A)·op(B)) for a row-major op(A) and op(B), rows one at a time (see above): the
 // first N - dot_cols columns from row_sums, the rest from dot_edge (bt as gemm_blocked makes it),
-// in gemm_blocked's K blocks of kc_max.
+// in gemm_blocked's K blocks of kc_max. With check_finite, op(B) (dense, ldb == N) is checked for
+// infinities and NaNs inside the same parallel region, each chunk a part of it, rather than by
+// one thread before: false when it holds one, and C, whose values then do not count, is to be
+// written again over every k (see Zero skipping); the epilogue must then not update in place.
 template <class T, class TA>
-void gemm_sparse_rows(T* C, ptrdiff_t ldc, const TA* A, ptrdiff_t lda, const T* Bm, ptrdiff_t ldb, ptrdiff_t M,
+bool gemm_sparse_rows(T* C, ptrdiff_t ldc, const TA* A, ptrdiff_t lda, const T* Bm, ptrdiff_t ldb, ptrdiff_t M,
                       ptrdiff_t N, ptrdiff_t K, ptrdiff_t kc_max, int dot_cols, const T* bt, const Epilogue<T>& ep,
-                      int threads) {
+                      int threads, bool check_finite) {
     using S = Simd<T>;
     using SA = Simd<TA>;
     constexpr int W = S::W;
@@ -1009,8 +1013,14 @@ void gemm_sparse_rows(T* C, ptrdiff_t ldc, const TA* A, ptrdiff_t lda, const T* 
     const ptrdiff_t words = ceil_div(K, 64) + 1;  // a row's used k (a word more: bit_window reads ahead)
     // Row chunks: two per thread (each chunk reads op(B) once).
     const ptrdiff_t n_chunks = min_of(M, 2 * ptrdiff_t(threads));
+    std::atomic<bool> finite{true};
+    std::atomic<ptrdiff_t> skipped_total{0};  // noted once op(B) is known finite
     auto run_chunk = [&](ptrdiff_t c) {
         const ptrdiff_t i0 = M * c / n_chunks, m = M * (c + 1) / n_chunks - i0;
+        if (check_finite) {
+            const ptrdiff_t nb = K * N, b0 = nb * c / n_chunks;
+            if (!all_finite(Bm + b0, nb * (c + 1) / n_chunks - b0)) finite.store(false, std::memory_order_relaxed);
+        }
         static thread_local Scratch<T> sums_scratch;
         static thread_local Scratch<std::uint64_t> bits_scratch;
         T* sums = sums_scratch.get(m * lds);
@@ -1079,12 +1089,15 @@ void gemm_sparse_rows(T* C, ptrdiff_t ldc, const TA* A, ptrdiff_t lda, const T* 
                 dot_edge<T, W / 4>(dot_cols, static_cast<int>(m), c0 + n_sum, ldc, A + i0 * lda + pc, lda, bt + pc,
                                    K, kc, columns_from(st, n_sum), nullptr);
         }
-        if (skipped) detail::gemm_note_skipped(skipped);
+        skipped_total.fetch_add(skipped, std::memory_order_relaxed);
     };
     if (threads > 1)
         run_parallel(n_chunks, run_chunk);
     else
         for (ptrdiff_t c = 0; c < n_chunks; ++c) run_chunk(c);
+    if (!finite.load(std::memory_order_relaxed)) return false;
+    if (const ptrdiff_t skipped = skipped_total.load(std::memory_order_relaxed)) detail::gemm_note_skipped(skipped);
+    return true;
 }
 
 template <class T, class B, class TA>
@@ -1140,7 +1153,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                             (a_k == 1 || K * N * ptrdiff_t(sizeof(T)) <= kWideBInPlaceBytes);
     const ptrdiff_t chunk_rows = wide_layer ? B::wr : MR;
     // Zero skipping (used_ks): tried when the call is big enough, its first tile leaves enough k
-    // unused, and op(B) is finite (checked in parts across the threads when it is large).
+    // unused, and op(B) is finite (checked below).
     bool skip = false;
     // (and the k a tile in the middle of op(A) uses, against its rows one at a time: gemm_sparse_rows)
     ptrdiff_t tile_used = -1, row_used = 0;  // (-1: not probed)
@@ -1159,18 +1172,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
                     row_used += r >= 0 ? r : kc_max;
                 }
             }
-            constexpr ptrdiff_t kParts = 8;
-            const ptrdiff_t nb = K * N;
-            bool finite[kParts];
-            auto check = [&](ptrdiff_t c) {
-                finite[c] = all_finite(Bm + nb * c / kParts, nb * (c + 1) / kParts - nb * c / kParts);
-            };
-            if (threads > 1 && nb >= (ptrdiff_t(1) << 20))
-                run_parallel(kParts, check);
-            else
-                for (ptrdiff_t c = 0; c < kParts; ++c) check(c);
-            skip = true;
-            for (ptrdiff_t c = 0; c < kParts; ++c) skip = skip && finite[c];
+            skip = true;  // (until op(B) is found not finite)
         }
     }
     ptrdiff_t mc = min_of(threads > 1 && !col_split_whole ? B::mc / 2 : B::mc, round_up(M, chunk_rows));
@@ -1214,10 +1216,30 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     for (int j = 0; dot_edge_on && j < edge; ++j)
         for (ptrdiff_t k = 0; k < K; ++k) bt[j * K + k] = Bm[k * b_k + (N - edge + j) * b_j];
 
-    // Zero skipping one row at a time, when its rows leave enough more k unused than its tiles.
+    // Zero skipping one row at a time, when its rows leave enough more k unused than its tiles:
+    // op(B) checked inside its parallel region (the book's W1, 313 KB, took one thread 4 us) unless
+    // the epilogue updates in place (a second pass, for a B not finite, would update twice).
     const int dot_cols = dot_edge_on ? edge : 0;
-    if (skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used && N - dot_cols > (kRowMinVectors - 1) * W)
-        return gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_cols, bt, ep, threads);
+    const bool by_rows =
+        skip && tile_used >= 0 && row_used * kSparseRowsGain <= tile_used && N - dot_cols > (kRowMinVectors - 1) * W;
+    if (by_rows && !ep.update) {
+        if (gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_cols, bt, ep, threads, true)) return;
+        skip = false;  // op(B) not finite: every k, in tiles
+    } else if (skip) {  // op(B) checked here, in parts across the threads when it is large
+        constexpr ptrdiff_t kParts = 8;
+        const ptrdiff_t nb = K * N;
+        bool finite[kParts];
+        auto check = [&](ptrdiff_t c) {
+            finite[c] = all_finite(Bm + nb * c / kParts, nb * (c + 1) / kParts - nb * c / kParts);
+        };
+        if (threads > 1 && nb >= (ptrdiff_t(1) << 20))
+            run_parallel(kParts, check);
+        else
+            for (ptrdiff_t c = 0; c < kParts; ++c) check(c);
+        for (ptrdiff_t c = 0; c < kParts; ++c) skip = skip && finite[c];
+        if (skip && by_rows)
+            return void(gemm_sparse_rows<T, TA>(C, ldc, A, lda, Bm, ldb, M, N, K, kc_max, dot_cols, bt, ep, threads, false));
+    }
 
     static thread_local Scratch<T> b_scratch;
     T* bp = b_scratch.get(round_up(min_of(N, nc_cap), NR) * kc_max * n_kb);
