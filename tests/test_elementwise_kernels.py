@@ -149,6 +149,37 @@ def test_softmax_special_rows(cpu_path, dtype, C):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_short_rows_same_bits_as_long(cpu_path, dtype):
+    """Rows of up to two vectors (the book's ten classes) run in registers, in one pass; longer rows
+    in passes over memory. The same operations in the same order: a short row gives the bits it
+    gives with -inf columns after it, which add exact zeros to its sum (128 columns: the long path
+    on every vector width), and so does its loss."""
+    lanes = {"generic": 16, "avx2": 32, "avx512": 64}[cpu_path] // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(21)
+    for C in range(1, 2 * lanes + 1):
+        x = (rng.standard_normal((12, C)) * 20).astype(dtype)
+        x[0, 0] = np.nan
+        x[1, -1] = np.inf
+        x[2] = -np.inf
+        x[3, C // 2] = -np.inf
+        x[4] = 0
+        x[5, 0] = -0.0
+        x[6, -1] = 80
+        padded = np.full((12, 128), -np.inf, dtype)
+        padded[:, :C] = x
+        labels = rng.integers(0, C, 12)
+        with np.errstate(all="ignore"):
+            short, long = _core.softmax(x), _core.softmax(padded)
+            (y, loss), (py, ploss) = _core.softmax_xent_forward(x, labels), _core.softmax_xent_forward(padded, labels)
+        for got, want in ((short, long[:, :C]), (y, py[:, :C])):  # NaN where NaN (of either sign), else the bits
+            nan = np.isnan(want)
+            np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"C={C}")
+            np.testing.assert_array_equal(got[~nan].view(np.uint8), want[~nan].view(np.uint8), err_msg=f"C={C}")
+        assert (long[:, C:][~np.isnan(long[:, C:])] == 0).all()
+        assert loss.tobytes() == ploss.tobytes() or (np.isnan(loss) and np.isnan(ploss))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 1), (3, 17), (4, 64), (5, 1000), (9, 33), (3, 5000)], ids=str)
 def test_softmax_rows_do_not_mix(cpu_path, dtype, shape):
     """Each row of a batch comes out bit for bit as it does alone (the kernel runs rows in
