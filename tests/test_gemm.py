@@ -33,6 +33,9 @@ SHAPES = (
     # three vectors wide and a few columns more (AVX-512: tiles of three vectors, then dot products):
     # 48-52 columns in float32, 24-26 in float64; (31, 50, 63) has too short a K for it
     + [(13, 48, 100), (37, 52, 70), (45, 26, 40), (9, 24, 33), (31, 50, 63)]
+    # one vector and a few columns, narrower than a panel (the book's 10 classes in float64 with
+    # AVX-512): the vector's tile, then dot products, on each path's widths
+    + [(29, 18, 70), (23, 9, 65), (19, 5, 40)]
     + NARROW_TRANSPOSED
 )
 

@@ -1204,13 +1204,19 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // A last panel of only a few columns (50 = 3*16 + 2 in double): with op(A)'s rows contiguous,
     // dot products along k (dot_edge), their columns of op(B) copied here first, bt[j*K + k]. The
     // choice depends on the layout alone, so the sums do not change with the thread count.
-    // (A panel with a full vector before its few columns keeps them in its tile: a one-vector
-    // tile plus dot_edge measured slower than the two-vector tile, 18 = 16 + 2 floats. So does a
-    // K under four vectors, where each dot product's sum across its lanes outweighs its few
-    // FMAs: dx = dout·W^T of affine_backward (100,50,10) float64, 8.3 -> 7.2 us without.)
+    // (A panel with a full vector before its few columns keeps them in its tile, when other
+    // panels come before it: a one-vector tile plus dot_edge measured slower than the two-vector
+    // tile, 18 = 16 + 2 floats. When it is the only panel, N < NR, dot_edge takes them: the
+    // book's second layer, x·W2 with 10 = 8 + 2 doubles, its tile running 16 lanes for 10
+    // columns; measured (medians, alternating processes, one thread) affine_forward (100,50)·
+    // (50,10) float64 4.28 -> 3.90 us, 9 columns 4.27 -> 3.40, (1000,50)·(50,10) 21.9 -> 20.5,
+    // (100,784)·(784,10) float32 x 29.4 -> 25-27; float32 (100,50)·(50,18) and 17 level. A K
+    // under four vectors keeps them in its tile too: each dot product's sum across its lanes
+    // outweighs its few FMAs, dx = dout·W^T of affine_backward (100,50,10) float64, 8.3 -> 7.2
+    // us without.)
     const int edge = static_cast<int>(N % W);
     const bool dot_edge_on =
-        a_k == 1 && edge >= 1 && edge <= kEdgeMax && (N % NR == edge || wide_layer) && K >= 4 * W;
+        a_k == 1 && edge >= 1 && edge <= kEdgeMax && (N % NR == edge || wide_layer || N < NR) && K >= 4 * W;
     static thread_local Scratch<T> bt_scratch;
     T* bt = dot_edge_on ? bt_scratch.get(edge * K) : nullptr;
     for (int j = 0; dot_edge_on && j < edge; ++j)
