@@ -136,13 +136,19 @@ struct MakeLanes<0, I...> {
     typedef Lanes<I...> type;
 };
 
-// The lower and upper halves of v (N lanes in Lanes<0..N/2>) as H, in registers: taken through
-// memory instead (memcpy into each half), GCC stored the vector to the stack and loaded the halves
-// back, a store-forwarding wait in every reduction (a softmax of ten classes spent a third of its
-// time there).
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define BPFAST_HAVE_SHUFFLEVECTOR 1
+#endif
+#endif
+
+// The lower and upper halves of v as H, whose lanes are I... (0 .. half - 1), in registers:
+// taken through memory instead (memcpy into each half), GCC stored the vector to the stack and
+// loaded the halves back, a store-forwarding wait in every reduction (a softmax of ten classes
+// spent a third of its time there). Compilers without __builtin_shufflevector keep the memcpy.
 template <class H, class Vb, int... I>
 inline void halves(const Vb& v, H& lo, H& hi, Lanes<I...>) {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#ifdef BPFAST_HAVE_SHUFFLEVECTOR
     lo = __builtin_shufflevector(v, v, I...);
     hi = __builtin_shufflevector(v, v, (I + int(sizeof...(I)))...);
 #else
