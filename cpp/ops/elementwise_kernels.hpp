@@ -349,14 +349,37 @@ void sigmoid_backward_kernel(T* dx, const T* dout, const T* out, ptrdiff_t n) {
     for (; i < n; ++i) dx[i] = dout[i] * (T(1) - out[i]) * out[i];
 }
 
+// A row of at most two vectors (the book's ten classes) in registers from its load to its store:
+// softmax_row_kernel's passes (below) store y after the exp and load it again to be scaled (a
+// masked store, then a load of it, waits for the store to retire) and run the two exps one after
+// the other. Measured (alternating processes, with the reductions' halves in registers, vec.hpp),
+// (100,10) float64: softmax 5.9 -> 2.5 us a call, softmax_xent_forward one-hot 8.0 -> 3.8;
+// float32 3.7 -> 1.8 and 6.3 -> 3.4. The same operations on the same values, so the same bits:
+// the maximum; the exps (vexp_each told its arguments are <= 0 leaves out a clamp that changes
+// no such value); the sum of the first vector and the second's lanes in the row, in that order
+// (softmax_row_kernel adds the even vectors into one sum and the odd ones and the last partial one
+// into another, then the two; with two vectors at most, each sum holds one vector or nothing);
+// one division, then one multiplication per element.
+template <class T>
+inline void softmax_short_row(T* y, const T* x, ptrdiff_t C) {
+    constexpr ptrdiff_t W = Vec<T>::W;
+    const ptrdiff_t n1 = C > W ? C - W : 0, n0 = C - n1;  // the two vectors' lanes in the row
+    V<T> e[2] = {load_partial(x, n0, neg_inf<T>()), n1 ? load_partial(x + W, n1, neg_inf<T>()) : splat(neg_inf<T>())};
+    const V<T> mx = splat(hmax<T>(vmax<T>(e[0], e[1])));
+    e[0] = e[0] - mx;
+    e[1] = e[1] - mx;
+    vexp_each<T, 2, true>(e);  // x - max <= 0
+    const V<T> sum = keep_first<T>(e[0], n0) + keep_first<T>(e[1], n1);
+    const V<T> inv = splat(T(1) / static_cast<T>(static_cast<double>(hsum<T>(sum))));
+    store_partial(y, e[0] * inv, n0);
+    if (n1) store_partial(y + W, e[1] * inv, n1);
+}
+
 // x, y are (C,): y = exp(x - max) * (1 / sum). NaN anywhere in the row reaches the sum (exp(NaN) is NaN),
 // so the max may ignore it; +inf or all -inf make x - max NaN: the whole row is NaN, like NumPy.
 // prefetch_next: the rows after these in x and y (x + C, y + C) are prefetched during the exp pass,
 // x's to read and y's to write, so the next row's max pass does not wait on L3 or memory, nor its
 // exp pass's stores on fetching y's lines.
-template <class T>
-inline void softmax_short_row(T* y, const T* x, ptrdiff_t C);
-
 template <class T>
 inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, bool prefetch_next = false) {
     constexpr ptrdiff_t W = Vec<T>::W;
@@ -418,32 +441,6 @@ inline void softmax_row_kernel(T* y, const T* x, ptrdiff_t C, bool prefetch_next
     const V<T> inv = splat(T(1) / static_cast<T>(total));
     for (j = 0; j + W <= C; j += W) storeu(y + j, loadu(y + j) * inv);
     if (j < C) store_partial(y + j, load_partial(y + j, C - j, T(1)) * inv, C - j);
-}
-
-// A row of at most two vectors (the book's ten classes) in registers from its load to its store:
-// softmax_row_kernel's passes store y after the exp and load it again to be scaled (a masked
-// store, then a load of it, waits for the store to retire) and run the two exps one after the
-// other. Measured (alternating processes, with the reductions' halves in registers, vec.hpp),
-// (100,10) float64: softmax 5.9 -> 2.5 us a call, softmax_xent_forward one-hot 8.0 -> 3.8;
-// float32 3.7 -> 1.8 and 6.3 -> 3.4. The same operations on the same values, so the same bits:
-// the maximum; the exps (vexp_each told its arguments are <= 0 leaves out a clamp that changes
-// no such value); the sum of the first vector and the second's lanes in the row, in that order
-// (softmax_row_kernel adds the even vectors into one sum and the odd ones and the last partial one
-// into another, then the two; with two vectors at most, each sum holds one vector or nothing);
-// one division, then one multiplication per element.
-template <class T>
-inline void softmax_short_row(T* y, const T* x, ptrdiff_t C) {
-    constexpr ptrdiff_t W = Vec<T>::W;
-    const ptrdiff_t n1 = C > W ? C - W : 0, n0 = C - n1;  // the two vectors' lanes in the row
-    V<T> e[2] = {load_partial(x, n0, neg_inf<T>()), n1 ? load_partial(x + W, n1, neg_inf<T>()) : splat(neg_inf<T>())};
-    const V<T> mx = splat(hmax<T>(vmax<T>(e[0], e[1])));
-    e[0] = e[0] - mx;
-    e[1] = e[1] - mx;
-    vexp_each<T, 2, true>(e);  // x - max <= 0
-    const V<T> sum = keep_first<T>(e[0], n0) + keep_first<T>(e[1], n1);
-    const V<T> inv = splat(T(1) / static_cast<T>(static_cast<double>(hsum<T>(sum))));
-    store_partial(y, e[0] * inv, n0);
-    if (n1) store_partial(y + W, e[1] * inv, n1);
 }
 
 // x, y are (rows,C)
