@@ -118,10 +118,17 @@ def softmax_with_loss(x, t):
     ``target`` is what ``softmax_loss_backward`` needs: int64 labels or the one-hot array.
     Shapes as in ``cross_entropy_error``; an empty batch raises ValueError.
     """
+    backend = current()
+    if backend.name == "cpp" and type(x) is np.ndarray and type(t) is np.ndarray and t.ndim == 2:
+        try:  # one-hot t: the core checks shapes and dtypes; the general way takes what it refuses
+            y, loss = backend.softmax_xent_forward(x, t)
+            return y, loss, t
+        except (TypeError, ValueError):
+            pass
     if _usual_loss_call(x, t):  # checked in a few attribute reads
         if t.ndim == 1:
             _arrays.check_label_range(t, x.shape[1], "SoftmaxWithLoss")
-        y, loss = current().softmax_xent_forward(x, t)
+        y, loss = backend.softmax_xent_forward(x, t)
         return y, loss, t
     x = _arrays.as_numeric(x, "x")
     x2, target = _batch_and_targets(x, t, "SoftmaxWithLoss")
@@ -138,8 +145,15 @@ def softmax_with_loss(x, t):
 
 def softmax_loss_backward(y, target, dout=1):
     """dx of the fused loss: (y - t) / N for one-hot t, the label form otherwise, times dout."""
-    if type(dout) is int and dout == 1 and _usual_loss_call(y, target):
-        return current().softmax_xent_backward(y, target)
+    if type(dout) is int and dout == 1:
+        backend = current()
+        if backend.name == "cpp" and type(y) is np.ndarray and type(target) is np.ndarray:
+            try:  # the core checks shapes, dtypes and labels; the general way takes what it refuses
+                return backend.softmax_xent_backward(y, target)
+            except (TypeError, ValueError):
+                pass
+        elif _usual_loss_call(y, target):
+            return backend.softmax_xent_backward(y, target)
     y2 = y.reshape(-1, y.shape[-1])
     if target.ndim == 2:
         dtype = np.result_type(y2, target)

@@ -62,14 +62,28 @@ class Relu:
         self.mask = None
 
     def forward(self, x):
+        backend = current()
+        if backend.name == "cpp" and type(x) is _ndarray and x.ndim:
+            try:  # as in Affine: the core checks, the general way takes what it refuses
+                out, self.mask = backend.relu_forward(x)
+                return out
+            except TypeError:
+                pass
         x = _arrays.as_numeric(x, "x")
-        backend = current() if _arrays.kernel_dtype(x.dtype) else numpy_ref
+        backend = backend if _arrays.kernel_dtype(x.dtype) else numpy_ref
         out, mask = backend.relu_forward(x)
         self.mask = _arrays.scalar_if_0d(mask)  # the book's x <= 0: a NumPy bool for 0-d x
         return out
 
     def backward(self, dout):
         """Zeroes ``dout`` where the forward input was <= 0, in place, and returns it."""
+        backend = current()
+        if backend.name == "cpp" and type(dout) is _ndarray and type(self.mask) is _ndarray:
+            try:  # the core checks dtype, shape and writability before it zeroes anything
+                backend.relu_backward(dout, self.mask)
+                return dout
+            except (TypeError, ValueError):
+                pass
         if self.mask is None:
             raise RuntimeError("Relu.backward called before Relu.forward")
         given = dout
@@ -77,7 +91,7 @@ class Relu:
         _arrays.require_shape(dout.shape == self.mask.shape, "Relu.backward", ("dout", dout.shape), ("mask", self.mask.shape))
         if not dout.flags.writeable:
             raise ValueError("Relu.backward: dout is read-only, but the book's Relu zeroes it in place")
-        backend = current() if _arrays.kernel_dtype(dout.dtype) else numpy_ref
+        backend = backend if _arrays.kernel_dtype(dout.dtype) else numpy_ref
         mask = self.mask if type(self.mask) is _ndarray else np.asarray(self.mask)  # a NumPy bool after 0-d x
         backend.relu_backward(dout, mask)
         return given if isinstance(given, _ndarray) else dout  # the very array given, as the book returns it
