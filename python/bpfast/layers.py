@@ -67,7 +67,7 @@ class Relu:
             try:  # as in Affine: the core checks, the general way takes what it refuses
                 out, self.mask = backend.relu_forward(x)
                 return out
-            except TypeError:
+            except (TypeError, ValueError):
                 pass
         x = _arrays.as_numeric(x, "x")
         backend = backend if _arrays.kernel_dtype(x.dtype) else numpy_ref
