@@ -362,7 +362,9 @@ inline void store_scalar(T* c, ptrdiff_t ldc, int i, int j, T v, const TileStore
 // latency (one panel of 8 rows and 2 columns in float is 2 chains: (784x100)^T·(100x50) float32
 // spent 19% of its time here). c, bias and mask point at the first such column of row 0;
 // b[k*bks + j] is op(B) for those columns. With bits, only the k that one of the panels side by
-// side uses (used_ks: panel p's bits at bits + p*words); without, every k.
+// side uses (used_ks: panel p's bits at bits + p*words); without, every k. Without an epilogue
+// the sums are stored as they are, not through store_scalar's tests: dW = x^T·dout of MNIST
+// images on one thread, float64 from float32 x, 88.6-89.1 -> 86.5-86.8 us (medians, alternating).
 template <class T, int MRP, int R>
 inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptrdiff_t bks, ptrdiff_t kc,
                          const TileStore<T>& st, const std::uint64_t* bits, ptrdiff_t words) {
@@ -416,8 +418,13 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
 #pragma GCC unroll 4
                 for (int v = 0; v < NA; ++v) S::storeu(sums[j][q] + v * W, acc[j][q][v]);
         const int rows = m - i0 < NP * MRP ? m - i0 : NP * MRP;
-        for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < R; ++j) store_scalar(c, ldc, i0 + i, j, sums[j][i / MRP][i % MRP], st);
+        if (st.first && !(st.last && (st.bias || st.relu || st.zero || st.update))) {  // a plain store
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < R; ++j) c[(i0 + i) * ldc + j] = sums[j][i / MRP][i % MRP];
+        } else {
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < R; ++j) store_scalar(c, ldc, i0 + i, j, sums[j][i / MRP][i % MRP], st);
+        }
     }
 }
 
