@@ -83,6 +83,12 @@ struct TileStore {
 // 32-byte alignment only), so a sanitized build crashed in every product.
 static_assert(sizeof(TileStore<double>) < 64, "see above");
 
+// Whether storing the tile does more than write or add its sums.
+template <class T>
+bool has_epilogue(const TileStore<T>& st) {
+    return st.last && (st.bias || st.relu || st.zero || st.update);
+}
+
 // st for the tile's columns from j0 on.
 template <class T>
 TileStore<T> columns_from(TileStore<T> st, ptrdiff_t j0) {
@@ -291,7 +297,7 @@ inline void microkernel(T* c, ptrdiff_t ldc, const TA* a, ptrdiff_t ars, ptrdiff
     }
     // A tile with an epilogue stores through a loop of its own: the plain store then tests
     // nothing per vector (three per-vector tests cost 0.5 us of 3 on a 100x50x10 product).
-    if (st.last && (st.bias || st.relu || st.zero || st.update)) {
+    if (has_epilogue(st)) {
 #pragma GCC unroll 16
         for (int i = 0; i < RM; ++i)
 #pragma GCC unroll 8
@@ -418,7 +424,7 @@ inline void edge_columns(int m, T* c, ptrdiff_t ldc, const T* a, const T* b, ptr
 #pragma GCC unroll 4
                 for (int v = 0; v < NA; ++v) S::storeu(sums[j][q] + v * W, acc[j][q][v]);
         const int rows = m - i0 < NP * MRP ? m - i0 : NP * MRP;
-        if (st.first && !(st.last && (st.bias || st.relu || st.zero || st.update))) {  // a plain store
+        if (st.first && !has_epilogue(st)) {  // a plain store
             for (int i = 0; i < rows; ++i)
                 for (int j = 0; j < R; ++j) c[(i0 + i) * ldc + j] = sums[j][i / MRP][i % MRP];
         } else {
