@@ -249,6 +249,28 @@ def test_affine_kernels(cpu_path, kind):
         assert _core.affine_backward(dout, x, W, need_dx=False)[0] is None
 
 
+def test_large_product_outputs_start_on_a_cache_line():
+    """_gemm's C and affine_backward's dx from 16 KiB on start on a 64-byte line (the threads that
+    split their columns then meet at a line boundary), and are still fresh, writable, C-contiguous
+    arrays of the right values; smaller ones are NumPy's own allocation."""
+    rng = np.random.default_rng(3)
+    dout, W = rng.standard_normal((100, 50)), rng.standard_normal((784, 50))
+    x = rng.standard_normal((100, 784)).astype(np.float32)
+    outs = [_core._gemm(dout, W, None, False, True) for _ in range(4)]
+    outs += [_core.affine_backward(dout, x, W)[0] for _ in range(4)]
+    outs += [_core._gemm(dout.astype(np.float32), W.astype(np.float32), None, False, True)]
+    for out in outs:
+        assert out.ctypes.data % 64 == 0
+        assert out.shape == (100, 784) and out.flags.c_contiguous and out.flags.writeable
+        np.testing.assert_allclose(out, dout @ W.T, rtol=1e-4, atol=1e-4)
+    for i, a in enumerate(outs):  # fresh: no two share memory
+        assert not any(np.shares_memory(a, b) for b in outs[i + 1:])
+    outs[0][...] = 0  # writing one leaves the others alone
+    assert np.all(outs[1] == outs[4])
+    small = _core._gemm(dout[:4], W[:8], None, False, True)
+    np.testing.assert_allclose(small, dout[:4] @ W[:8].T, rtol=1e-12)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_affine_backward_does_not_depend_on_thread_count(cpu_path, kind):
     """On two or more threads, backward runs dW on one thread and dx on the other when their

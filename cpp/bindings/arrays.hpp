@@ -75,6 +75,29 @@ py::array_t<T> contiguous(const py::array& a) {
                                                       py::arg("order") = "C", py::arg("copy") = true);
 }
 
+// A fresh (rows, cols) C-contiguous matrix for a product's output. From kLineAlignedBytes on its
+// data starts on a 64-byte line (NumPy's own allocation starts 16 bytes past one, or 48): the
+// threads that split a product's columns then meet at a line boundary instead of both writing one
+// line of every row. It is then a view of a buffer 64 bytes longer (its base), which it keeps
+// alive; its values are as fresh as any. Measured, two threads, the two builds alternating in one
+// process, time ratios of medians: dout·W1^T (100,50)·(784,50)^T float32 0.93-0.94, float64
+// 0.93-0.98; affine_backward of the book's first layer (MNIST x, float64 W1) 0.97-1.00; one
+// thread level.
+constexpr py::ssize_t kLineAlignedBytes = 16 * 1024;
+
+template <class T>
+py::array_t<T> fresh_matrix(py::ssize_t rows, py::ssize_t cols) {
+    constexpr py::ssize_t line = 64, size = sizeof(T);
+    py::ssize_t row_bytes = 0, bytes = 0;  // (a size past py::ssize_t goes to NumPy, which refuses it)
+    if (__builtin_mul_overflow(cols, size, &row_bytes) || __builtin_mul_overflow(rows, row_bytes, &bytes) ||
+        bytes < kLineAlignedBytes || bytes > PY_SSIZE_T_MAX / 2)
+        return py::array_t<T>({rows, cols});
+    py::array_t<T> buffer(rows * cols + line / size);
+    const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+    const py::ssize_t skip = py::ssize_t((line - address % line) % line) / size;
+    return py::array_t<T>({rows, cols}, {row_bytes, size}, buffer.mutable_data() + skip, buffer);
+}
+
 // An array updated in place: dtype T, aligned, C-contiguous and writable.
 template <class T>
 T* writable_param(const char* fn, const char* name, py::array& p) {

@@ -100,7 +100,7 @@ py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py
         py::object dx_obj = py::none();
         T* pdx = nullptr;
         if (need_dx) {
-            py::array_t<T> dx({N, D});
+            py::array_t<T> dx = fresh_matrix<T>(N, D);
             pdx = dx.mutable_data();
             dx_obj = dx;
         }
@@ -167,7 +167,7 @@ py::object gemm_py(const py::array& a, const py::array& b, const py::object& bia
                 (has_zero_mask && overlaps(update, zero_mask)))
                 throw py::value_error(std::string(fn) + ": update shares memory with an operand");
         }
-        py::array_t<T> out({M, N});  // first: an impossible output fails before any input is copied
+        py::array_t<T> out = fresh_matrix<T>(M, N);  // first: an impossible output fails before any input is copied
         auto ac = contiguous<TA>(a);
         auto bc = contiguous<T>(b);
         py::object biasc, mask;  // only allocated when asked for
