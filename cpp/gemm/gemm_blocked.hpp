@@ -866,6 +866,10 @@ constexpr ptrdiff_t kDirectMaxStrideBytes = 2048;
 constexpr ptrdiff_t kInPlaceBBytes = 16 * 1024;
 constexpr ptrdiff_t kInPlaceBTilesPerThread = 4;
 
+// A transposed op(B) that each of the threads sharing a product's rows transposes for itself, up
+// to this size (bytes; see row_shares in gemm_blocked).
+constexpr ptrdiff_t kRowSharesMaxBBytes = 512 * 1024;
+
 // Packed B panels streamed past one A micro-panel (bytes): about half of L2.
 constexpr ptrdiff_t kL2PanelBytes = 512 * 1024;
 
@@ -1156,7 +1160,17 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // float64 82.7 -> 69.2, float64 from float32 81.1 -> 59.9, (100,100)·(1024,100)^T 91.1 ->
     // 76.5, (100,1024)·(2048,1024)^T 2358 -> 1891. (Row-major op(B), copied as it is packed,
     // keeps the smaller chunks: (100,50)·(50,784) 37.2 -> 39.5, (32,512)·(512,4096) 691 -> 766.)
-    const bool col_split_whole = col_split && b_j != 1;
+    // But with op(B) small and enough rows, each thread takes an equal share of the rows and
+    // transposes all of op(B) for itself: then each writes rows of C of its own. Split by columns,
+    // the two threads' halves alternate along memory every half row, and each chunk ran 20% slower
+    // beside the other than alone (the same chunks one after the other on one thread took the
+    // one-thread time). Measured, 2 threads, medians (alternating processes), us: (100,50)·
+    // (784,50)^T float32 52.8-53.1 -> 43.7-44.1, float64 103 -> 90.5, (100,100)·(1024,100)^T
+    // float32 124 -> 110; slower, and so left to the columns: 20 rows (22.9 -> 24.7), op(B) of
+    // 2 MB or more ((100,1024)·(2048,1024)^T 2667 -> 3341, (32,512)·(4096,512)^T 971 -> 1953).
+    const bool row_shares = col_split && b_j != 1 && K * N * ptrdiff_t(sizeof(T)) <= kRowSharesMaxBBytes &&
+                            M >= 2 * MR * ptrdiff_t(threads);
+    const bool col_split_whole = col_split && b_j != 1 && !row_shares;
     // Half-height chunks when threads share the rows: a core stalled by the machine then holds
     // back at most a shorter chunk (measured: 2-8% on the median of 1024-2048-row products).
     // A layer three vectors wide and a few columns more (the book's hidden layer: 50 = 3*16 + 2
@@ -1204,6 +1218,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     if (!col_split && ceil_div(M, mc) < target)
         mc = wide_layer ? max_of(chunk_rows, round_up(ceil_div(M, target), chunk_rows))
                         : max_of(MR / 2, ceil_div(M, target));
+    if (row_shares) mc = ceil_div(M, ptrdiff_t(threads));
     const ptrdiff_t n_ic = ceil_div(M, mc);
 
     // Column blocks of C: all K blocks of op(B) for one are packed first (at most kPackedB
@@ -1274,7 +1289,7 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
         const ptrdiff_t nc = min_of(nc_cap, N - jc);
         const ptrdiff_t n_panels = ceil_div(nc, NR);
         const ptrdiff_t kb_stride = n_panels * NR * kc_max;  // elements per packed K block
-        const ptrdiff_t n_jg = (n_ic >= target || wide_layer) ? 1
+        const ptrdiff_t n_jg = (n_ic >= target || wide_layer || row_shares) ? 1
                                : col_split_whole          ? min_of(n_panels, ptrdiff_t(threads))
                                                           : min_of(n_panels, ceil_div(target, n_ic));
         const ptrdiff_t panels_per_jg = ceil_div(n_panels, n_jg);
