@@ -1168,9 +1168,10 @@ void gemm_blocked(T* C, const TA* A, const T* Bm, ptrdiff_t M, ptrdiff_t N, ptrd
     // (784,50)^T float32 52.8-53.1 -> 43.7-44.1, float64 103 -> 90.5, (100,100)·(1024,100)^T
     // float32 124 -> 110; slower, and so left to the columns: 20 rows (22.9 -> 24.7), op(B) of
     // 2 MB or more ((100,1024)·(2048,1024)^T 2667 -> 3341, (32,512)·(4096,512)^T 971 -> 1953).
-    const bool row_shares = col_split && b_j != 1 && K * N * ptrdiff_t(sizeof(T)) <= kRowSharesMaxBBytes &&
+    const bool b_transposed_split = col_split && b_j != 1;
+    const bool row_shares = b_transposed_split && K * N * ptrdiff_t(sizeof(T)) <= kRowSharesMaxBBytes &&
                             M >= 2 * MR * ptrdiff_t(threads);
-    const bool col_split_whole = col_split && b_j != 1 && !row_shares;
+    const bool col_split_whole = b_transposed_split && !row_shares;
     // Half-height chunks when threads share the rows: a core stalled by the machine then holds
     // back at most a shorter chunk (measured: 2-8% on the median of 1024-2048-row products).
     // A layer three vectors wide and a few columns more (the book's hidden layer: 50 = 3*16 + 2
