@@ -88,7 +88,7 @@ const char* gemm_backend();
 
 // Zero skipping (on by default; BPFAST_SKIP_ZEROS=0 turns it off at start-up): a tile of op(A)
 // rows runs over the k its rows use, when op(B) is finite: the same bits, less work on sparse
-// input such as MNIST's pixels (gemm_blocked.hpp, used_ks). Off: every k of every tile. Returns
+// input such as MNIST's pixels (gemm_zero_skip.hpp, used_ks). Off: every k of every tile. Returns
 // the previous setting.
 bool set_gemm_skip_zeros(bool on);
 bool gemm_skip_zeros_enabled();
