@@ -7,6 +7,7 @@ match. Where the book crashes or silently does the wrong thing, bpfast answers c
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from fractions import Fraction
 from typing import Any, Callable, NamedTuple
@@ -75,6 +76,11 @@ def net_call(method, *args):
     return getattr(TwoLayerNet(4, 5, 3), method)(*args)
 
 
+def no_class_net_call(method, *args):
+    """``method`` of a 4-5-0 TwoLayerNet: a net of no classes, whose loss is undefined."""
+    return getattr(TwoLayerNet(4, 5, 0), method)(*args)
+
+
 def read_only_param_step(x, t):
     """A net whose W2 is read-only refuses the step before it updates W1 and b1."""
     net = TwoLayerNet(4, 5, 3)
@@ -122,6 +128,12 @@ NET_ROWS = [
     BadInput("TwoLayerNet.train_step-lr-1d", net_call, ("train_step", X34, T3, np.array([0.1])), TypeError, r"got ndarray"),
     BadInput("TwoLayerNet.train_step-lr-none", net_call, ("train_step", X34, T3, None), TypeError, r"lr must be a real number"),
     BadInput("TwoLayerNet.train_step-read-only", read_only_param_step, (X34, T3), ValueError, r"params \['W2'\] are read-only"),
+    *(
+        BadInput(f"TwoLayerNet.{method}-no-classes-{kind}", no_class_net_call, (method, X34, t, *lr), ValueError,
+                 r"SoftmaxWithLoss: x needs at least one class, got shape \(3, 0\)")
+        for method, lr in (("gradient", ()), ("train_step", (0.1,)))
+        for kind, t in (("one-hot", np.zeros((3, 0))), ("labels", np.zeros(3, dtype=int)))
+    ),
 ]
 
 ROWS = [
@@ -279,6 +291,22 @@ def test_empty_batch_gives_empty_outputs(backend, dtype):
         out = act.forward(np.zeros((0, 5), dtype=dtype))
         assert out.shape == (0, 5) and out.dtype == dtype
         assert act.backward(np.zeros((0, 5), dtype=dtype)).shape == (0, 5)
+
+
+def test_no_features_and_no_outputs_take_no_time(backend):
+    """x (N, 0), W (0, 0): nothing to compute, whatever N (a stride-0 view of 2**36 rows here;
+    2**30 on numba, whose np.dot takes C int sizes). The compiled backward once walked db's rows
+    one by one, summing nothing (about 90 s for these)."""
+    n = 2**30 if backend == "numba" else 2**36
+    x = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(n, 0), strides=(0, 8))
+    layer = Affine(np.zeros((0, 0)), np.zeros(0))
+    start = time.perf_counter()
+    out = layer.forward(x)
+    dx = layer.backward(out)
+    elapsed = time.perf_counter() - start
+    assert out.shape == dx.shape == (n, 0)
+    assert layer.dW.shape == (0, 0) and layer.db.shape == (0,)
+    assert elapsed < 10, f"{elapsed:.1f} s for no work"
 
 
 # --- Odd but valid input: every backend gives the reference's answer, dtype included ---

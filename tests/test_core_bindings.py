@@ -306,6 +306,8 @@ BAD_INPUTS = [
     ("relu shapes", lambda: _core.relu_backward(np.ones(3), np.ones(4, bool)), ValueError, r"dout has shape \(3,\) but mask has shape \(4,\)"),
     ("label too big", lambda: _core.softmax_xent_forward(f64, np.array([0, 1, 4])), ValueError, r"label 4 at index 2 is outside \[0, 4\)"),
     ("label negative", lambda: _core.softmax_xent_backward(f64, np.array([0, -1, 2])), ValueError, r"label -1 at index 1"),
+    ("label uint64 2**63", lambda: _core.softmax_xent_forward(f64, np.array([0, 2**63, 1], np.uint64)), ValueError, r"label 9223372036854775808 at index 1"),
+    ("label uint64 max", lambda: _core.softmax_xent_forward(f64, np.array([2**64 - 1, 0, 1], np.uint64)), ValueError, r"label 18446744073709551615 at index 0"),
     ("float labels", lambda: _core.softmax_xent_forward(f64, np.array([0.0, 1.0, 2.0])), TypeError, "expected an integer dtype"),
     ("labels length", lambda: _core.softmax_xent_forward(f64, np.array([0, 1])), ValueError, r"x has shape \(3, 4\) but t has shape \(2,\)"),
     ("one-hot shape", lambda: _core.softmax_xent_forward(f64, np.ones((3, 5))), ValueError, r"x has shape \(3, 4\) but t has shape \(3, 5\)"),
@@ -313,6 +315,14 @@ BAD_INPUTS = [
     ("t 3-D", lambda: _core.softmax_xent_backward(f64, np.ones((3, 4, 1))), ValueError, "t must be"),
     ("xent empty batch", lambda: _core.softmax_xent_forward(np.ones((0, 4)), np.zeros(0, np.int64)), ValueError, "empty batch"),
     ("xent no classes", lambda: _core.softmax_xent_forward(np.ones((2, 0)), np.ones((2, 0))), ValueError, "no classes"),
+    *(
+        (f"{name} no classes", lambda call=call, t=t, lr=lr: call(np.ones((3, 4)), t, np.ones((4, 5)), np.zeros(5), np.ones((5, 0)), np.zeros(0), *lr),
+         ValueError, rf"{name}: the loss needs at least one class \(W2 has shape \(5, 0\)\)")
+        for name, call, lr in (("two_layer_gradient", _core.two_layer_gradient, ()), ("two_layer_train_step", _core.two_layer_train_step, (0.1,)))
+        for t in (np.zeros((3, 0)), np.zeros(3, np.int64))
+    ),
+    ("set_num_threads too many", lambda: _core.set_num_threads(_core.MAX_THREADS + 1), ValueError, r"at most 65536, got 65537"),
+    ("set_num_threads past int", lambda: _core.set_num_threads(2**40), ValueError, r"at most 65536, got 1099511627776"),
     ("softmax 0-D", lambda: _core.softmax(np.ones(())), ValueError, "at least one axis"),
     ("object dtype", lambda: _core.relu_forward(np.array([None, 1])), TypeError, "object"),
     ("peak dtype", lambda: _core._peak_gflops("float16"), ValueError, "'float32' or 'float64', not 'float16'"),

@@ -71,6 +71,54 @@ def test_set_num_threads_rejects_non_integers():
         bpfast.set_num_threads(1.5)
 
 
+@pytest.mark.parametrize("bad", [core.MAX_THREADS + 1, 2**31, 2**70])
+def test_set_num_threads_rejects_more_than_the_pool_takes(threads, bad):
+    with pytest.raises(ValueError, match=f"at most {core.MAX_THREADS}, got {bad}"):
+        bpfast.set_num_threads(bad)
+
+
+def test_set_num_threads_takes_the_most_it_says(threads):
+    assert core.MAX_THREADS == 65536  # the README's BPFAST_NUM_THREADS range
+    threads(core.MAX_THREADS)
+    assert bpfast.get_num_threads() == core.MAX_THREADS
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status (Linux)")
+@pytest.mark.skipif("-fsanitize" in core.info()["build_flags"]["common"],
+                    reason="the address-space cap would starve the sanitizer's own mappings")
+def test_pool_runs_on_the_threads_the_system_allows():
+    """Room for about 30 thread stacks and 200 threads asked for: the system refuses the rest,
+    and every region still runs every chunk once, on the workers that did start; a product then
+    gives the one-thread bits. (Before: RuntimeError "Resource temporarily unavailable".)"""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        import bpfast
+        from bpfast import _core
+
+        def status(key):
+            return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
+
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 300))
+        bpfast.set_num_threads(1)
+        want = _core._gemm(a, b)
+        resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") * 1024 + 256 * 2**20, resource.RLIM_INFINITY))
+        bpfast.set_num_threads(200)
+        assert _core._pool_selftest(1000, 3)
+        assert np.array_equal(_core._gemm(a, b), want)
+        print(status("Threads"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 2 < int(out.stdout) < 200  # some workers started, not all 199
+
+
 def test_environment_sets_the_default():
     import subprocess
 

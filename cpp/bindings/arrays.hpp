@@ -142,9 +142,13 @@ inline py::array_t<std::int64_t> checked_labels(const char* fn, const py::array&
     auto labels = contiguous<std::int64_t>(t);
     const std::int64_t* p = labels.data();
     for (py::ssize_t i = 0; i < labels.size(); ++i)
-        if (p[i] < 0 || p[i] >= C)
-            throw py::value_error(std::string(fn) + ": label " + std::to_string(p[i]) + " at index " +
-                                  std::to_string(i) + " is outside [0, " + std::to_string(C) + ")");
+        if (p[i] < 0 || p[i] >= C) {
+            // a uint64 label of 2^63 or more wrapped to a negative int64 above: said as given
+            const std::string label =
+                kind == 'u' ? std::to_string(static_cast<std::uint64_t>(p[i])) : std::to_string(p[i]);
+            throw py::value_error(std::string(fn) + ": label " + label + " at index " + std::to_string(i) +
+                                  " is outside [0, " + std::to_string(C) + ")");
+        }
     return labels;
 }
 

@@ -106,11 +106,15 @@ void register_info(py::module_& m) {
           "Why BPFAST_NUM_THREADS was ignored, or '' (unset, or used).");
     m.def(
         "set_num_threads",
-        [](int n) {
+        [](long long n) {
             if (n < 1) throw py::value_error("set_num_threads: n must be at least 1, got " + std::to_string(n));
-            set_num_threads(n);
+            if (n > kMaxThreads)
+                throw py::value_error("set_num_threads: n must be at most " + std::to_string(kMaxThreads) + ", got " +
+                                      std::to_string(n));
+            set_num_threads(static_cast<int>(n));
         },
-        py::arg("n"), "Use n threads (n >= 1) for the kernels from the next call on.");
+        py::arg("n"), "Use n threads (1 <= n <= MAX_THREADS) for the kernels from the next call on.");
+    m.attr("MAX_THREADS") = kMaxThreads;
     m.def("_peak_gflops", &peak_gflops, py::arg("dtype"), py::arg("seconds") = 0.2,
           "Benchmark hook: the FMA rate of the active kernel path on get_num_threads() threads, in GFLOP/s "
           "('float32' or 'float64'; runs about `seconds`).");

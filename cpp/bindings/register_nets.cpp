@@ -37,6 +37,7 @@ Shapes check_shapes(const char* fn, const py::array& x, const py::array& t, cons
     if (W2.shape(0) != s.H) shape_error(fn, {"W1", W1}, {"W2", W2});
     if (b2.shape(0) != s.C) shape_error(fn, {"W2", W2}, {"b2", b2});
     if (s.N == 0) throw py::value_error(std::string(fn) + ": the loss of an empty batch is undefined (x has shape " + shape_of(x) + ")");
+    if (s.C == 0) throw py::value_error(std::string(fn) + ": the loss needs at least one class (W2 has shape " + shape_of(W2) + ")");
     if (t.ndim() == 2) {
         if (t.shape(0) != s.N || t.shape(1) != s.C)
             throw py::value_error(std::string(fn) + ": one-hot t has shape " + shape_of(t) + " but the net gives (" +

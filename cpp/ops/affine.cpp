@@ -22,6 +22,7 @@ namespace {
 // dout is (N,M), db is (M,): the _ref twins' column sums
 template <class T>
 void column_sums_ref(T* db, const T* dout, ptrdiff_t N, ptrdiff_t M) {
+    if (M <= 0) return;  // nothing to sum, however many rows
     for (ptrdiff_t j = 0; j < M; ++j) db[j] = 0;
     for (ptrdiff_t i = 0; i < N; ++i)
         for (ptrdiff_t j = 0; j < M; ++j) db[j] += dout[i * M + j];

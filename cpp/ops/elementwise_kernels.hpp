@@ -514,6 +514,7 @@ constexpr int kColumnSumVectors = 4;
 template <class T>
 void column_sums_kernel(T* sums, const T* x, ptrdiff_t rows, ptrdiff_t cols) {
     constexpr ptrdiff_t W = Vec<T>::W;
+    if (cols <= 0) return;  // nothing to sum, however many rows (an (N, 0) dout)
     if (cols <= kColumnSumVectors * W) {
         V<T> acc[kColumnSumVectors] = {};
         for (ptrdiff_t i = 0; i < rows; ++i)

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -63,14 +64,18 @@ public:
             for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
             return;
         }
-        ensure_workers(wanted - 1);
+        const int helpers = ensure_workers(wanted - 1);
+        if (helpers == 0) {
+            for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
+            return;
+        }
         {
             std::lock_guard<std::mutex> lock(mutex_);
             job_ = &f;
             n_chunks_ = n_chunks;
             next_.store(0, std::memory_order_relaxed);
             done_.store(0, std::memory_order_relaxed);
-            participants_ = wanted - 1;
+            participants_ = helpers;
             open_ = true;
             generation_.fetch_add(1, std::memory_order_release);
         }
@@ -95,18 +100,28 @@ public:
         new (&region_mutex_) std::mutex();
         new (&wake_) std::condition_variable();
         workers_ = new std::vector<std::thread>();
+        worker_limit_ = kMaxThreads;
         active_.store(0);
         open_ = false;
     }
 
 private:
-    void ensure_workers(int n) {
-        while (static_cast<int>(workers_->size()) < n) {
+    // Start workers until there are n; returns how many there are, fewer when the system
+    // refused one (a thread limit, or memory for stacks: std::system_error). The regions then
+    // run on those (the caller takes what they leave), and no more are tried for.
+    int ensure_workers(int n) {
+        while (static_cast<int>(workers_->size()) < std::min(n, worker_limit_)) {
             const int index = static_cast<int>(workers_->size());
             const unsigned current = generation_.load(std::memory_order_acquire);
-            workers_->emplace_back([this, index, current] { worker_loop(index, current); });
+            try {
+                workers_->emplace_back([this, index, current] { worker_loop(index, current); });
+            } catch (const std::system_error&) {
+                worker_limit_ = index;
+                break;
+            }
             workers_->back().detach();
         }
+        return std::min(n, static_cast<int>(workers_->size()));
     }
 
     void take_chunks(const std::function<void(std::ptrdiff_t)>& f, std::ptrdiff_t n_chunks) {
@@ -176,6 +191,7 @@ private:
     std::atomic<std::ptrdiff_t> done_{0};  // chunks finished
     std::atomic<int> active_{0};           // workers inside the region
     std::vector<std::thread>* workers_ = new std::vector<std::thread>();  // never freed: detached workers
+    int worker_limit_ = kMaxThreads;  // lowered to the count the system allowed (region_mutex_ held)
 };
 
 // Never destroyed: detached workers may still touch it while the process exits.
@@ -198,18 +214,16 @@ int available_cpus() {
     return std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
 }
 
-// BPFAST_NUM_THREADS as a thread count: a whole number from 1 to kMaxEnvThreads, spaces or tabs
+// BPFAST_NUM_THREADS as a thread count: a whole number from 1 to kMaxThreads, spaces or tabs
 // around it allowed; 0 for anything else (a sign, a fraction, trailing text, too many digits),
 // -1 for nothing but spaces or tabs (as if unset).
-constexpr long kMaxEnvThreads = 1 << 16;
-
 int parse_thread_count(const char* text) {
     while (*text == ' ' || *text == '\t') ++text;
     long n = 0;
     const char* p = text;
     for (; *p >= '0' && *p <= '9'; ++p) {
         n = n * 10 + (*p - '0');
-        if (n > kMaxEnvThreads) return 0;
+        if (n > kMaxThreads) return 0;
     }
     if (p == text) return *p == '\0' ? -1 : 0;
     while (*p == ' ' || *p == '\t') ++p;
@@ -231,7 +245,7 @@ const EnvThreads& env_threads() {
         if (n >= 1) e.count = n;
         if (n == 0)
             e.problem = "BPFAST_NUM_THREADS=" + std::string(env) + " ignored (not a whole number from 1 to " +
-                        std::to_string(kMaxEnvThreads) + "); the default is the " + std::to_string(available_cpus()) +
+                        std::to_string(kMaxThreads) + "); the default is the " + std::to_string(available_cpus()) +
                         " CPUs this process may use";
         return e;
     }();

@@ -25,12 +25,17 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (n >= 1) for the compiled kernels from the next call on."""
+    """Use ``n`` threads (1 <= n <= 65536) for the compiled kernels from the next call on.
+
+    When the system will not start that many, the kernels run on the threads it did start.
+    """
     n = operator.index(n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
     core = _core()
     if core is not None:
+        if n > core.MAX_THREADS:  # (before the core's int conversion could refuse it as a TypeError)
+            raise ValueError(f"set_num_threads: n must be at most {core.MAX_THREADS}, got {n}")
         core.set_num_threads(n)
 
 

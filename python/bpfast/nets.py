@@ -120,8 +120,8 @@ class TwoLayerNet:
         if _arrays.promoted_dtype(x, W1) != dtype:
             return None
         x2 = _arrays.batch_rows(x)
-        if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1]:
-            return None
+        if x2.shape[1] != W1.shape[0] or W2.shape[0] != W1.shape[1] or W2.shape[1] == 0:
+            return None  # (the layered path says what is wrong)
         target = _arrays.labels_or_onehot(t, (x2.shape[0], W2.shape[1]), "SoftmaxWithLoss")
         if target.ndim == 2 and target.dtype != dtype:
             if np.result_type(target, dtype) != dtype:

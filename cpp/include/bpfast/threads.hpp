@@ -12,7 +12,9 @@
 //   there plans for the one thread it gets.
 // - f must not throw.
 // - Workers start lazily, spin briefly after a region (so back-to-back kernels do not pay a
-//   wake-up), then sleep. After fork() the child starts fresh workers on first use.
+//   wake-up), then sleep. After fork() the child starts fresh workers on first use. When the
+//   system refuses another thread, the regions run on the workers already started (and the
+//   caller): fewer threads, never an error.
 #pragma once
 
 #include <cstddef>
@@ -21,14 +23,17 @@
 
 namespace bpfast {
 
+// The most threads set_num_threads and BPFAST_NUM_THREADS take.
+constexpr int kMaxThreads = 1 << 16;
+
 // Threads used by parallel_for (the caller included); at least 1.
 int num_threads();
 // The threads a parallel_for called from here would use: 1 inside a chunk of a region on the
 // pool, else num_threads(). Kernels plan their split with this.
 int region_threads();
-// Set the thread count (n >= 1); takes effect at the next parallel_for.
+// Set the thread count (1 <= n <= kMaxThreads); takes effect at the next parallel_for.
 void set_num_threads(int n);
-// The default: BPFAST_NUM_THREADS when set to a whole number from 1 to 65536, else the CPUs
+// The default: BPFAST_NUM_THREADS when set to a whole number from 1 to kMaxThreads, else the CPUs
 // this process may run on.
 int default_num_threads();
 // Why BPFAST_NUM_THREADS was ignored, or "" (unset, or used); read once, with the default.
