@@ -1,8 +1,9 @@
 // Whole-network kernels: the book's TwoLayerNet step in one call, and the SGD update.
 //
-// Contract: row-major dense arrays aligned to their element type; outputs overwritten,
-// never aliasing inputs; reentrant (all scratch is passed in). Built from the layer
-// kernels of ops.hpp, so they compute exactly what the layered path computes.
+// Contract: row-major dense arrays aligned to their element type; N > 0 and C > 0 (the loss
+// divides by N, softmax's row chunks by C); outputs overwritten, never aliasing inputs;
+// reentrant (all scratch is passed in). Built from the layer kernels of ops.hpp, so they
+// compute exactly what the layered path computes.
 #pragma once
 
 #include <cstddef>
