@@ -148,12 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     return Harness(args, argv).run()
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="bench/run.py" if IN_CHECKOUT else "bpfast bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few rounds, small time budget per case (< ~2 min)")
     parser.add_argument("--only", metavar="PATTERN", help="run the cases whose id contains PATTERN or matches it as a glob; several: comma-separated")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per case (default 25, --quick 5)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds per case (default 25, --quick 5)")
     parser.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
     parser.add_argument(
         "--random-data",

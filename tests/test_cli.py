@@ -83,6 +83,9 @@ def test_bench_lists_its_cases_and_passes_options_through():
     assert "OPENBLAS_CORETYPE" in listed.stdout  # it says what it did to the environment
     wrong = run_python(["-m", "bpfast", "bench", "--rounds", "many"])
     assert wrong.returncode == 2 and "--rounds" in wrong.stderr, wrong.stderr
+    for rounds in ("0", "-1"):  # (0 ran the default 25; -1 wrote an empty table)
+        none = run_python(["-m", "bpfast", "bench", f"--rounds={rounds}"])
+        assert none.returncode == 2 and f"--rounds: must be at least 1, got {rounds}" in none.stderr, none.stderr
 
 
 def test_unknown_options_of_other_commands_are_usage_errors():

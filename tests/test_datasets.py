@@ -330,6 +330,77 @@ def test_a_known_file_of_another_dataset_is_refused(tmp_path, monkeypatch):
         ds.load_mnist(data_dir=folder)
 
 
+def test_a_folder_that_must_hold_the_data(tmp_path):
+    """_require_folder (the CLI's --data): that folder or its dataset subfolder, nothing else."""
+    write_tiny(tmp_path / "full" / "mnist")
+    ds._require_folder("mnist", tmp_path / "full")  # the subfolder
+    ds._require_folder("mnist", tmp_path / "full" / "mnist")  # the folder itself
+    partial = write_files(tmp_path / "partial", raw_files(tiny()))
+    (partial / TEST_LABELS).unlink()
+    (tmp_path / "a-file").write_bytes(b"")
+    for folder, state in ((tmp_path / "missing", "no such folder"), (partial, "3 of 4 files"),
+                          (tmp_path / "a-file", "not a folder")):
+        with pytest.raises(ds.DatasetNotFoundError, match=rf"MNIST is not available in {folder}(?s:.*)\({state}\)"):
+            ds._require_folder("mnist", folder)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        ds._require_folder("digits", tmp_path / "full")
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names there are text, not bytes")
+def test_a_folder_whose_name_is_not_utf8(tmp_path):
+    folder = tmp_path / os.fsdecode(b"lat\xe9n")  # a Latin-1 name: a lone surrogate in Python
+    arrays = write_tiny(folder)
+    for _ in range(2):  # parsed, then from the parsed cache (whose name hashes the path's bytes)
+        (x_train, _), _ = ds.load_mnist(data_dir=folder, normalize=False)
+        np.testing.assert_array_equal(x_train, arrays[TRAIN_IMAGES].reshape(-1, 784))
+
+
+def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    write_tiny(folder)
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == TEST_LABELS:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(ds.DatasetError, match=rf"{folder / TEST_LABELS} cannot be read \(Permission denied\)"):
+        ds.load_mnist(data_dir=folder)
+
+
+def test_a_folder_that_cannot_be_searched_is_passed_over(tmp_path, monkeypatch):
+    locked, good = tmp_path / "locked", tmp_path / "good"
+    write_tiny(locked)
+    arrays = write_tiny(good, seed=1)
+    monkeypatch.setenv("BPFAST_DATA", os.pathsep.join([str(locked), str(good)]))
+    real_is_file = Path.is_file
+
+    def is_file(self):
+        if locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    (_, t_train), _ = ds.load_mnist()
+    np.testing.assert_array_equal(t_train, arrays[TRAIN_LABELS])
+
+
+def test_a_link_to_the_images_under_a_labels_name_is_refused(tmp_path):
+    """The parsed cache is found by the resolved path: the images parsed from A must not come
+    back as B's labels through a link to the same file."""
+    a = tmp_path / "a"
+    write_tiny(a)
+    ds.load_mnist(data_dir=a)  # A's four files parsed and cached
+    b = tmp_path / "b"
+    b.mkdir()
+    for name in NAMES:
+        (b / name).symlink_to(a / (TRAIN_IMAGES if name == TRAIN_LABELS else name))
+    with pytest.raises(ds.DatasetError, match=r"magic number 2051 \(an image file\), expected 2049"):
+        ds.load_mnist(data_dir=b)
+
+
 # --- downloads -----------------------------------------------------------------------------------
 
 def serve(root: Path, subdir: str, raw: dict[str, bytes]) -> None:

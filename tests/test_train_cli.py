@@ -96,6 +96,50 @@ def test_sizes_out_of_range_are_refused_by_the_parser(capsys, option, value):
     assert option in err and ("must be at least" in err or "invalid integer value" in err)
 
 
+@pytest.mark.parametrize("option, value, pattern", [
+    ("--seed", "-1", "must be at least 0, got -1"),
+    ("--seed", str(2**32), f"must be at most {2**32 - 1}"),
+    ("--iters", str(10**10), "must be at most 1000000000"),
+    ("--epochs", str(10**10), "must be at most 1000000000"),
+    ("--lr", "nan", "must be a finite number, got nan"),
+    ("--lr", "inf", "must be a finite number, got inf"),
+])
+def test_values_that_cannot_run_are_refused_by_the_parser(capsys, option, value, pattern):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and pattern in err
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--json", "{missing}/run.json"], r"--json .*run.json: the folder .*missing does not exist"),
+    (["--save", "{missing}/params.npz"], r"--save .*params.npz: the folder .*missing does not exist"),
+    (["--plot", "{tmp}/curves.xyz"], r"--plot .*curves.xyz: matplotlib writes .*png.*, not xyz"),
+    (["--dataset", "digits", "--data", "{tmp}"], r"--data is for MNIST and Fashion-MNIST"),
+    (["--epochs", "1000000000", "--batch-size", "1"], r"100000000000 iterations; this command runs at most 1000000000"),
+])
+def test_what_would_fail_later_ends_the_command_first(tmp_path, capsys, extra, pattern):
+    """Refused before any training (a bad output path used to fail after it, losing the run)."""
+    if "--plot" in extra:
+        pytest.importorskip("matplotlib", reason="--plot needs matplotlib (the demo extra)")
+    data = write_idx(tmp_path / "data", n_train=100, n_test=50)
+    args = [a.format(missing=tmp_path / "missing", tmp=tmp_path) for a in extra]
+    if "--dataset" not in extra:
+        args += ["--data", str(data)]
+    if "--epochs" not in extra:
+        args += ["--iters", "5"]
+    with pytest.raises(SystemExit, match=pattern):
+        cli.main(["train", "--no-progress", *args])
+    assert "iter " not in capsys.readouterr().out
+
+
+def test_a_net_too_large_for_memory_is_a_message():
+    pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
+    with pytest.raises(SystemExit, match=r"bpfast train: out of memory \(.*\); try a smaller --batch-size or --hidden"):
+        cli.main(["train", "--dataset", "digits", "--hidden", str(10**12), "--no-progress"])
+
+
 def test_epochs_set_the_number_of_iterations(tmp_path):
     data = write_idx(tmp_path / "data", n_train=300)
     out_json = tmp_path / "run.json"
@@ -145,13 +189,21 @@ def test_the_fallback_prints_about_twenty_accuracy_lines(capsys):
     assert "accuracy every 11 epochs of 14 steps" in out
 
 
-@pytest.mark.parametrize("asked", [["--data", "{empty}"], ["--dataset", "mnist"], ["--dataset", "fashion-mnist"]])
+@pytest.mark.parametrize("asked", [["--data", "{empty}"], ["--data", "{partial}"], ["--data", "{missing}"],
+                                   ["--data", "{partial}/train-images-idx3-ubyte.gz"],
+                                   ["--dataset", "mnist"], ["--dataset", "fashion-mnist"]])
 def test_data_asked_for_by_name_is_never_replaced(tmp_path, capsys, asked):
     """An explicit --data or --dataset that cannot be found ends the command (exit 1) instead of
-    training on the digits: a script checking the exit code would not see the substitution."""
-    empty = tmp_path / "empty"
+    training on the digits: a script checking the exit code would not see the substitution. A
+    --data folder is not replaced by MNIST found elsewhere either (here in the user cache)."""
+    empty, partial = tmp_path / "empty", tmp_path / "partial"
     empty.mkdir()
-    argv = ["train", "--iters", "5", "--no-progress", *(a.format(empty=empty) for a in asked)]
+    write_idx(partial, n_train=100, n_test=50)
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    if asked[0] == "--data":
+        write_idx(tmp_path / "cache" / "bpfast" / "mnist", n_train=100, n_test=50)
+    paths = {"empty": empty, "partial": partial, "missing": tmp_path / "missing"}
+    argv = ["train", "--iters", "5", "--no-progress", *(a.format(**paths) for a in asked)]
     with pytest.raises(SystemExit) as raised:
         cli.main(argv)
     message = str(raised.value.code)

@@ -250,3 +250,49 @@ def test_train_refuses_sizes_out_of_range(settings, pattern):
     with pytest.raises((TypeError, ValueError), match=pattern):
         train(net, data, data, **settings)
 
+
+
+@pytest.mark.parametrize("split", ["training", "test"])
+def test_train_refuses_images_and_labels_of_different_lengths(split):
+    from bpfast.training import train
+
+    np.random.seed(0)
+    net = TwoLayerNet(4, 3, 2)
+    good, short = (np.ones((6, 4)), np.array([0, 1] * 3)), (np.ones((6, 4)), np.array([0]))
+    data = (short, good) if split == "training" else (good, short)
+    with pytest.raises(ValueError, match=f"the {split} set has 6 images but 1 labels"):
+        train(net, *data, iters=2)
+
+
+@pytest.mark.parametrize("t", [np.array([1]), np.zeros((1, 2)), np.array(1)])
+def test_accuracy_needs_one_label_per_image(t):
+    """One label against ten images was broadcast against every row (0.0 or 1.0, silently)."""
+    from bpfast.training import accuracy
+
+    np.random.seed(0)
+    with pytest.raises(ValueError, match=r"accuracy: x has shape \(10, 4\) but t has shape"):
+        accuracy(TwoLayerNet(4, 3, 2), np.ones((10, 4)), t)
+
+
+def test_eval_steps_needs_a_batch():
+    from bpfast.training import eval_steps
+
+    assert eval_steps(10, 100, 25) == [0, 4, 8, 10]
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        eval_steps(10, 100, 0)
+
+
+def test_numerical_gradient_restores_x_when_f_raises():
+    x = np.array([1.0, 2.0, 3.0])
+    calls = []
+
+    def loss(_):
+        calls.append(x.copy())
+        if len(calls) == 3:  # the second element, its first difference
+            raise FloatingPointError("boom")
+        return float(x.sum())
+
+    with pytest.raises(FloatingPointError):
+        numerical_gradient(loss, x)
+    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])
+    assert calls[2][1] == 2.0 + 1e-4  # it did write the element before f raised

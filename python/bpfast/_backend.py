@@ -66,9 +66,16 @@ def _load_or_explain(name: str) -> ModuleType:
 def _choose_default() -> None:
     global _default
     requested = os.environ.get("BPFAST_BACKEND", "").strip().lower()
-    if requested:
+    if requested in _backends.PREFERENCE:
         _default = _load_or_explain(requested)
         return
+    if requested:  # a typo must not stop `import bpfast` (nor `bpfast info`, which explains)
+        warnings.warn(
+            f"BPFAST_BACKEND={requested!r} ignored (not one of {', '.join(_backends.PREFERENCE)}); "
+            "the default is the fastest backend available",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     failures = []
     for name in _backends.PREFERENCE:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +31,29 @@ def _print_info(args: argparse.Namespace) -> int:
 #: At most about this many accuracy lines from `bpfast train` (MNIST's 10,000 steps print 18).
 EVAL_LINES = 20
 
+#: The most SGD steps `bpfast train` runs (--iters, or --epochs converted): days of training.
+MAX_ITERS = 10**9
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse --json/--save/--plot paths that could not be written once training is over."""
+    for option, path in (("--json", args.json), ("--save", args.save), ("--plot", args.plot)):
+        if path is None:
+            continue
+        folder = Path(path).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise SystemExit(f"bpfast train: {option} {path}: the folder {folder} does not exist")
+    if args.plot is not None:
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise SystemExit("bpfast train: --plot needs matplotlib (pip install 'bpfast[demo]')") from None
+        formats = Figure().canvas.get_supported_filetypes()
+        if suffix not in formats:
+            raise SystemExit(f"bpfast train: --plot {args.plot}: matplotlib writes {', '.join(sorted(formats))}, "
+                             f"not {suffix or 'a file without a suffix'}")
+
 
 def _load_data(args: argparse.Namespace):
     """(train, test, description) for --dataset. With neither --dataset nor --data given and no
@@ -38,8 +63,12 @@ def _load_data(args: argparse.Namespace):
 
     dataset = args.dataset or "mnist"
     if dataset == "digits":
+        if args.data is not None:
+            raise SystemExit("bpfast train: --data is for MNIST and Fashion-MNIST; the digits come with scikit-learn")
         return (*_digits(args.seed), "scikit-learn 8x8 digits")
     try:
+        if args.data is not None:  # the folder asked for, or nothing (load_mnist would look elsewhere next)
+            datasets._require_folder(dataset, args.data)
         train, test = datasets.load_mnist(normalize=True, flatten=True, dataset=dataset, data_dir=args.data)
         return train, test, dataset
     except datasets.DatasetError as exc:
@@ -85,8 +114,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.backend:
         bpfast.set_backend(args.backend)
     np.random.seed(args.seed)
+    _check_outputs(args)  # before training, not after it
     (x_train, t_train), (x_test, t_test), source = _load_data(args)
     iters = args.iters if args.epochs is None else max(args.epochs * x_train.shape[0] // args.batch_size, 1)
+    if iters > MAX_ITERS:
+        raise SystemExit(f"bpfast train: {iters} iterations; this command runs at most {MAX_ITERS}")
     net = TwoLayerNet(x_train.shape[1], args.hidden, int(t_train.max()) + 1, dtype=args.dtype)
     print(f"bpfast train: {source}, {x_train.shape[0]} train / {x_test.shape[0]} test images, "
           f"net {x_train.shape[1]}-{args.hidden}-{net.params['W2'].shape[1]} {args.dtype}, "
@@ -178,16 +210,26 @@ def _bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), *args.bench_args])
 
 
-def _at_least(least: int):
-    """An argparse type: a whole number >= least."""
+def _at_least(least: int, most: int | None = None):
+    """An argparse type: a whole number >= least (and <= most)."""
 
     def integer(text: str) -> int:
         value = int(text)  # a ValueError: argparse says "invalid integer value"
         if value < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
         return value
 
     return integer
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (a NaN or infinite rate trains to NaN)."""
+    value = float(text)  # a ValueError: argparse says "invalid finite_float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,14 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the book's TwoLayerNet on MNIST (train_neuralnet.py)")
     train.add_argument("--hidden", type=_at_least(1), default=50, help="hidden units (default 50)")
-    train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    train.add_argument("--lr", type=finite_float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--batch-size", type=_at_least(1), default=100, help="mini-batch size (default 100)")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_at_least(1), default=10_000, help="SGD steps (default 10000)")
-    length.add_argument("--epochs", type=_at_least(1), help="epochs instead of --iters")
+    length.add_argument("--iters", type=_at_least(1, MAX_ITERS), default=10_000, help="SGD steps (default 10000)")
+    length.add_argument("--epochs", type=_at_least(1, MAX_ITERS), help="epochs instead of --iters")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
     train.add_argument("--backend", choices=("cpp", "numba", "numpy"), help="kernel backend (default: fastest)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_at_least(0, 2**32 - 1), default=0,
                        help="seed of NumPy's global generator, which the book's loop draws from (default 0: "
                             "every run gives the same numbers; pass another to draw again)")
     train.add_argument("--dataset", choices=("mnist", "fashion-mnist", "digits"),
@@ -235,7 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         args.bench_args = rest  # the benchmark parses its own options
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MemoryError as exc:  # a net or batch too large for this machine
+        if args.command != "train":
+            raise
+        raise SystemExit(f"bpfast train: out of memory ({exc}); try a smaller --batch-size or --hidden") from None
+    except BrokenPipeError:  # `bpfast info | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -231,11 +231,44 @@ def load_mnist(
 # --- where the files are -------------------------------------------------------------------------
 
 def _find(folder: Path, name: str) -> Path | None:
-    """``folder/name`` (gzipped) or the same file decompressed, if either is there."""
+    """``folder/name`` (gzipped) or the same file decompressed, if either is there (a folder
+    that cannot be searched holds nothing)."""
     for candidate in (folder / name, folder / name.removesuffix(".gz")):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # e.g. no permission to search the folder: as if absent
+            return None
     return None
+
+
+def _folder_state(folder: Path, have: int) -> str:
+    """How a folder without all four files looked, for the not-found message."""
+    if have:
+        return f"{have} of 4 files"
+    try:
+        if folder.is_dir():
+            return "no files" if os.access(folder, os.R_OK | os.X_OK) else "cannot be read"
+        return "not a folder" if folder.exists() else "no such folder"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+
+
+def _require_folder(dataset: str, data_dir: str | os.PathLike[str]) -> None:
+    """Raise DatasetNotFoundError unless ``data_dir`` (or its ``<dataset>`` subfolder) holds the
+    four files: for callers for whom that folder is the only acceptable source (the CLI's --data)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(map(repr, DATASETS))}")
+    root = Path(data_dir).expanduser()
+    looked = []
+    for folder in (root / dataset, root):
+        found = [_find(folder, name) for name in _FILES.values()]
+        if all(found):
+            return
+        looked.append(f"  {folder}  ({_folder_state(folder, sum(path is not None for path in found))})")
+    raise DatasetNotFoundError("\n".join([
+        f"{_TITLES[dataset]} is not available in {root}: neither it nor its {dataset!r} subfolder holds the four files "
+        f"({', '.join(_FILES.values())}, gzipped or not).", "Looked in:", *looked]))
 
 
 def _candidate_dirs(dataset: str, data_dir: str | os.PathLike[str] | None) -> list[tuple[Path, str]]:
@@ -271,8 +304,7 @@ def _locate(dataset: str, data_dir: str | os.PathLike[str] | None, download: boo
         if all(found.values()):
             return found  # type: ignore[return-value]
         have = sum(path is not None for path in found.values())
-        state = f"{have} of 4 files" if have else ("no files" if folder.is_dir() else "no such folder")
-        looked.append(f"  {folder}  ({origin}: {state})")
+        looked.append(f"  {folder}  ({origin}: {_folder_state(folder, have)})")
     target = default_cache_dir() / dataset
     if not download:
         raise DatasetNotFoundError(_not_found_message(dataset, looked, target, "downloading is off (download=False)"))
@@ -430,7 +462,7 @@ def _parse_idx(raw: bytes, path: Path, images: bool) -> np.ndarray:
 
 def _cache_paths(source: Path) -> tuple[Path, Path]:
     """The parsed cache of ``source``: its ``.npy`` and the ``.json`` that says what it was made from."""
-    tag = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    tag = hashlib.sha256(os.fsencode(source)).hexdigest()[:16]  # (any bytes the file system allows)
     base = default_cache_dir() / "parsed" / f"{source.name.removesuffix('.gz')}-{tag}"
     return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
 
@@ -495,17 +527,23 @@ def _read_idx(path: Path, dataset: str, name: str) -> np.ndarray:
     npy, meta_path = _cache_paths(source)
     key = _source_key(source)
     cached = _read_cached(source, npy, meta_path, key)
+    images = "-images-" in name
+    if cached is not None and (cached[0].ndim == 2) != images:  # parsed as the other kind: parse again
+        cached = None
     if cached is not None:
         array, md5 = cached
         _check_identity(md5, path, dataset, name)
         return array
-    data = source.read_bytes()
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path} cannot be read ({exc.strerror or exc})") from None
     try:
         raw = _decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path} is not a valid gzip file ({exc}); delete it or replace it with a good copy") from None
     md5 = _md5(raw)
     _check_identity(md5, path, dataset, name)
-    array = _parse_idx(raw, path, images="-images-" in name)
+    array = _parse_idx(raw, path, images=images)
     _write_cached(npy, meta_path, array, {**key, "source_md5": _md5(data), "md5": md5})
     return array

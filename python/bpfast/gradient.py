@@ -13,7 +13,8 @@ def numerical_gradient(f, x):
     """Central-difference gradient of ``f`` at ``x`` (h = 1e-4), any ndim.
 
     Writes each element of ``x`` in place, calls ``f(x)`` twice, and restores it, exactly
-    as the book does, so ``f`` may ignore its argument and read the array by reference.
+    as the book does, so ``f`` may ignore its argument and read the array by reference. The
+    element is restored even when ``f`` raises.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"numerical_gradient: x must be an ndarray it can write into, got {type(x).__name__}")
@@ -32,12 +33,14 @@ def numerical_gradient(f, x):
     while not it.finished:
         idx = it.multi_index
         tmp_val = x[idx]
-        x[idx] = float(tmp_val) + h
-        fxh1 = f(x)
-        x[idx] = tmp_val - h
-        fxh2 = f(x)
+        try:
+            x[idx] = float(tmp_val) + h
+            fxh1 = f(x)
+            x[idx] = tmp_val - h
+            fxh2 = f(x)
+        finally:
+            x[idx] = tmp_val
         grad[idx] = (fxh1 - fxh2) / (2 * h)
-        x[idx] = tmp_val
         it.iternext()
     return grad
 

@@ -23,7 +23,12 @@ EVAL_CHUNK = 10_000
 
 @dataclass
 class TrainHistory:
-    """What a run produced: per-step loss, per-epoch accuracies, wall time."""
+    """What a run produced: per-step loss, per-epoch accuracies, wall time.
+
+    ``loss[i]`` is step i's mini-batch loss as the step computed it, before its update (the
+    book's loop records ``network.loss(x_batch, t_batch)`` after the update, one more forward
+    pass: the same parameters, losses one step apart).
+    """
 
     loss: list[float] = field(default_factory=list)
     eval_iters: list[int] = field(default_factory=list)
@@ -34,7 +39,9 @@ class TrainHistory:
 
 def accuracy(net, x, t) -> float:
     """Fraction of rows of x whose argmax prediction equals t (labels or one-hot), in chunks."""
-    t = np.asarray(t)
+    x, t = np.asarray(x), np.asarray(t)
+    if x.ndim == 0 or t.ndim == 0 or len(t) != len(x):
+        raise ValueError(f"accuracy: x has shape {x.shape} but t has shape {t.shape}; they need one row per image")
     labels = t.argmax(axis=1) if t.ndim != 1 else t
     correct = 0
     for start in range(0, x.shape[0], EVAL_CHUNK):
@@ -46,6 +53,8 @@ def accuracy(net, x, t) -> float:
 def eval_steps(iters: int, train_size: int, batch_size: int) -> list[int]:
     """The steps at which ``train`` measures the accuracies: the first of each epoch
     (``train_size // batch_size`` steps, at least 1), and ``iters`` when the last step is not one."""
+    if batch_size < 1:
+        raise ValueError(f"eval_steps: batch_size must be at least 1, got {batch_size}")
     iter_per_epoch = max(train_size // batch_size, 1)
     steps = list(range(0, iters, iter_per_epoch))
     if iters and (iters - 1) % iter_per_epoch != 0:
@@ -76,6 +85,9 @@ def train(
     train_size = x_train.shape[0]
     if train_size == 0:
         raise ValueError("train: the training set is empty")
+    for split, (x, t) in (("training", train_data), ("test", test_data)):
+        if len(x) != len(t):
+            raise ValueError(f"train: the {split} set has {len(x)} images but {len(t)} labels")
     for name, value, least in (("iters", iters, 0), ("batch_size", batch_size, 1), ("report_every", report_every, 1)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"train: {name} must be an integer, got {type(value).__name__}")
