@@ -58,13 +58,9 @@ public:
     void run(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f) {
         const int wanted = static_cast<int>(std::min<std::ptrdiff_t>(threads(), n_chunks));
         // Inline: one thread wanted, a region inside a region's chunk (never try_lock a mutex
-        // this thread holds), or another caller's region running.
+        // this thread holds), another caller's region running, or no worker could be started.
         std::unique_lock<std::mutex> region(region_mutex_, std::defer_lock);
-        if (wanted <= 1 || inside_region || !region.try_lock()) {
-            for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
-            return;
-        }
-        const int helpers = ensure_workers(wanted - 1);
+        const int helpers = wanted > 1 && !inside_region && region.try_lock() ? ensure_workers(wanted - 1) : 0;
         if (helpers == 0) {
             for (std::ptrdiff_t c = 0; c < n_chunks; ++c) f(c);
             return;

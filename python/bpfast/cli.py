@@ -46,10 +46,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if args.plot is not None:
         suffix = Path(args.plot).suffix.lower().lstrip(".")
         try:
-            from matplotlib.figure import Figure
+            from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             raise SystemExit("bpfast train: --plot needs matplotlib (pip install 'bpfast[demo]')") from None
-        formats = Figure().canvas.get_supported_filetypes()
+        formats = FigureCanvasBase.get_supported_filetypes()
         if suffix not in formats:
             raise SystemExit(f"bpfast train: --plot {args.plot}: matplotlib writes {', '.join(sorted(formats))}, "
                              f"not {suffix or 'a file without a suffix'}")

@@ -200,8 +200,7 @@ def load_mnist(
         DatasetError: a file is corrupt, truncated, inconsistent with its partner or
             belongs to another dataset; the message names the file.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(map(repr, DATASETS))}")
+    _check_dataset(dataset)
     paths = _locate(dataset, data_dir, download, mirrors)
     arrays = {key: _read_idx(paths[name], dataset, name) for key, name in _FILES.items()}
     for split in ("train", "test"):
@@ -242,6 +241,19 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(map(repr, DATASETS))}")
+
+
+def _look_in(folder: Path) -> tuple[dict[str, Path] | None, str]:
+    """``(the four files' paths, "")`` when ``folder`` holds them all, else ``(None, how it looked)``."""
+    found = {name: _find(folder, name) for name in _FILES.values()}
+    if all(found.values()):
+        return found, ""  # type: ignore[return-value]
+    return None, _folder_state(folder, sum(path is not None for path in found.values()))
+
+
 def _folder_state(folder: Path, have: int) -> str:
     """How a folder without all four files looked, for the not-found message."""
     if have:
@@ -257,15 +269,14 @@ def _folder_state(folder: Path, have: int) -> str:
 def _require_folder(dataset: str, data_dir: str | os.PathLike[str]) -> None:
     """Raise DatasetNotFoundError unless ``data_dir`` (or its ``<dataset>`` subfolder) holds the
     four files: for callers for whom that folder is the only acceptable source (the CLI's --data)."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(map(repr, DATASETS))}")
+    _check_dataset(dataset)
     root = Path(data_dir).expanduser()
     looked = []
     for folder in (root / dataset, root):
-        found = [_find(folder, name) for name in _FILES.values()]
-        if all(found):
+        found, state = _look_in(folder)
+        if found:
             return
-        looked.append(f"  {folder}  ({_folder_state(folder, sum(path is not None for path in found))})")
+        looked.append(f"  {folder}  ({state})")
     raise DatasetNotFoundError("\n".join([
         f"{_TITLES[dataset]} is not available in {root}: neither it nor its {dataset!r} subfolder holds the four files "
         f"({', '.join(_FILES.values())}, gzipped or not).", "Looked in:", *looked]))
@@ -300,11 +311,10 @@ def _locate(dataset: str, data_dir: str | os.PathLike[str] | None, download: boo
     """The path of each of the four files, downloading the missing ones when allowed."""
     looked: list[str] = []
     for folder, origin in _candidate_dirs(dataset, data_dir):
-        found = {name: _find(folder, name) for name in _FILES.values()}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-        have = sum(path is not None for path in found.values())
-        looked.append(f"  {folder}  ({origin}: {_folder_state(folder, have)})")
+        found, state = _look_in(folder)
+        if found:
+            return found
+        looked.append(f"  {folder}  ({origin}: {state})")
     target = default_cache_dir() / dataset
     if not download:
         raise DatasetNotFoundError(_not_found_message(dataset, looked, target, "downloading is off (download=False)"))
