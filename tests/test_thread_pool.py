@@ -89,7 +89,8 @@ def test_set_num_threads_takes_the_most_it_says(threads):
 def test_pool_runs_on_the_threads_the_system_allows():
     """Room for about 30 thread stacks and 200 threads asked for: the system refuses the rest,
     and every region still runs every chunk once, on the workers that did start; a product then
-    gives the one-thread bits. (Before: RuntimeError "Resource temporarily unavailable".)"""
+    gives the one-thread bits, and get_num_threads and the core's info() say how many run. (Before:
+    RuntimeError "Resource temporarily unavailable".)"""
     import subprocess
     import textwrap
 
@@ -107,16 +108,20 @@ def test_pool_runs_on_the_threads_the_system_allows():
         a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 300))
         bpfast.set_num_threads(1)
         want = _core._gemm(a, b)
+        before = status("Threads")  # the pool's workers have not started yet
         resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") * 1024 + 256 * 2**20, resource.RLIM_INFINITY))
         bpfast.set_num_threads(200)
         assert _core._pool_selftest(1000, 3)
         assert np.array_equal(_core._gemm(a, b), want)
-        print(status("Threads"))
+        print(status("Threads") - before, bpfast.get_num_threads(), _core.info()["num_threads_note"])
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert 2 < int(out.stdout) < 200  # some workers started, not all 199
+    workers, used, note = out.stdout.split(maxsplit=2)
+    assert 2 < int(workers) < 199  # some workers started, not all 199
+    assert int(used) == int(workers) + 1  # get_num_threads: the workers and the caller
+    assert note.strip() == f"200 threads were set, but the system started only {int(used) - 1} workers: the kernels run on {used}"
 
 
 def test_environment_sets_the_default():

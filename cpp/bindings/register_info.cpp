@@ -55,7 +55,12 @@ py::dict info() {
     d["gemm"] = gemm_backend();  // "bpfast", or "blas" (the BPFAST_GEMM=scipy hatch)
     d["gemm_zero_skipping"] = gemm_skip_zeros_enabled() ? "on" : "off";  // BPFAST_SKIP_ZEROS
     d["num_threads"] = num_threads();
-    if (const std::string problem = num_threads_env_problem(); !problem.empty()) d["num_threads_note"] = problem;
+    std::string note = num_threads_env_problem();
+    if (num_threads() < requested_num_threads())
+        note += (note.empty() ? "" : "; ") + std::to_string(requested_num_threads()) +
+                " threads were set, but the system started only " + std::to_string(num_threads() - 1) +
+                " workers: the kernels run on " + std::to_string(num_threads());
+    if (!note.empty()) d["num_threads_note"] = note;
     return d;
 }
 
@@ -101,7 +106,9 @@ double peak_gflops(const std::string& dtype, double seconds) {
 void register_info(py::module_& m) {
     active_kernels();  // choose the path at import (probe or BPFAST_CPU)
     m.def("info", &info, "Compiler, build flags per translation unit, CPU features, kernel path and why.");
-    m.def("get_num_threads", &num_threads, "Threads the kernels use (the calling thread included).");
+    m.def("get_num_threads", &num_threads,
+          "Threads the kernels use (the calling thread included): as set, or fewer once the system refused "
+          "to start one.");
     m.def("_num_threads_env_problem", &num_threads_env_problem,
           "Why BPFAST_NUM_THREADS was ignored, or '' (unset, or used).");
     m.def(

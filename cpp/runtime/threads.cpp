@@ -52,7 +52,9 @@ public:
 
 class Pool {
 public:
-    int threads() const { return requested_.load(std::memory_order_relaxed); }
+    // The threads regions run on: as set, or fewer once the system refused to start a worker.
+    int threads() const { return std::min(requested(), worker_limit_.load(std::memory_order_relaxed) + 1); }
+    int requested() const { return requested_.load(std::memory_order_relaxed); }
     void set_threads(int n) { requested_.store(std::max(n, 1), std::memory_order_relaxed); }
 
     void run(std::ptrdiff_t n_chunks, const std::function<void(std::ptrdiff_t)>& f) {
@@ -96,7 +98,7 @@ public:
         new (&region_mutex_) std::mutex();
         new (&wake_) std::condition_variable();
         workers_ = new std::vector<std::thread>();
-        worker_limit_ = kMaxThreads;
+        worker_limit_.store(kMaxThreads);
         active_.store(0);
         open_ = false;
     }
@@ -106,13 +108,13 @@ private:
     // refused one (a thread limit, or memory for stacks: std::system_error). The regions then
     // run on those (the caller takes what they leave), and no more are tried for.
     int ensure_workers(int n) {
-        while (static_cast<int>(workers_->size()) < std::min(n, worker_limit_)) {
+        while (static_cast<int>(workers_->size()) < std::min(n, worker_limit_.load(std::memory_order_relaxed))) {
             const int index = static_cast<int>(workers_->size());
             const unsigned current = generation_.load(std::memory_order_acquire);
             try {
                 workers_->emplace_back([this, index, current] { worker_loop(index, current); });
             } catch (const std::system_error&) {
-                worker_limit_ = index;
+                worker_limit_.store(index, std::memory_order_relaxed);
                 break;
             }
             workers_->back().detach();
@@ -187,7 +189,7 @@ private:
     std::atomic<std::ptrdiff_t> done_{0};  // chunks finished
     std::atomic<int> active_{0};           // workers inside the region
     std::vector<std::thread>* workers_ = new std::vector<std::thread>();  // never freed: detached workers
-    int worker_limit_ = kMaxThreads;  // lowered to the count the system allowed (region_mutex_ held)
+    std::atomic<int> worker_limit_{kMaxThreads};  // lowered (region_mutex_ held) to the workers the system allowed
 };
 
 // Never destroyed: detached workers may still touch it while the process exits.
@@ -258,6 +260,8 @@ int default_num_threads() {
 const std::string& num_threads_env_problem() { return env_threads().problem; }
 
 int num_threads() { return pool().threads(); }
+
+int requested_num_threads() { return pool().requested(); }
 
 int region_threads() { return inside_region ? 1 : num_threads(); }
 

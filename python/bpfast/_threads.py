@@ -19,7 +19,11 @@ def _core():
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels use (1 when the compiled core is missing)."""
+    """Threads the compiled kernels use (1 when the compiled core is missing).
+
+    The count set, or fewer once the system refused to start a thread (``bpfast.info()`` then says
+    so under ``num_threads_note``).
+    """
     core = _core()
     return core.get_num_threads() if core is not None else 1
 

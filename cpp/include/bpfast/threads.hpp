@@ -26,8 +26,11 @@ namespace bpfast {
 // The most threads set_num_threads and BPFAST_NUM_THREADS take.
 constexpr int kMaxThreads = 1 << 16;
 
-// Threads used by parallel_for (the caller included); at least 1.
+// Threads used by parallel_for (the caller included); at least 1. The count set, or fewer once
+// the system refused to start a worker (a thread limit, or no memory for its stack).
 int num_threads();
+// The count set (set_num_threads, BPFAST_NUM_THREADS or the default), whatever started.
+int requested_num_threads();
 // The threads a parallel_for called from here would use: 1 inside a chunk of a region on the
 // pool, else num_threads(). Kernels plan their split with this.
 int region_threads();
