@@ -53,7 +53,7 @@ REPO = HERE.parent
 IN_CHECKOUT = (REPO / "pyproject.toml").is_file()  # else: the copy installed as bpfast/bench
 # Results: bench/results in a checkout; from an installed copy (``bpfast bench``), the current folder.
 RESULTS = HERE / "results" if IN_CHECKOUT else Path.cwd() / "bpfast-bench-results"
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # a checkout's ../shared/data (not beside an install)
 
 CHILD_FLAG = "BPFAST_BENCH_CHILD"
 NOTES_VAR = "BPFAST_BENCH_ENV_NOTES"
@@ -346,12 +346,12 @@ class Peer:
 
 def mnist_train():
     """MNIST's training images (float32 in [0, 1], flattened) and int64 labels, found the way
-    ``bpfast train`` finds them (the checkout's ../shared/data/mnist first, then $BPFAST_DATA and
-    the user cache; never downloaded), or None."""
+    ``load_mnist`` finds them (a checkout's ../shared/data/mnist first when there is one, then
+    $BPFAST_DATA and the user cache; never downloaded), or None."""
     from bpfast.datasets import DatasetNotFoundError, load_mnist
 
     try:
-        (x, t), _ = load_mnist(data_dir=MNIST_DIR, download=False)
+        (x, t), _ = load_mnist(data_dir=MNIST_DIR if MNIST_DIR.is_dir() else None, download=False)
     except DatasetNotFoundError:
         return None
     return x, t.astype(np.int64)
@@ -412,8 +412,9 @@ class Harness:
         self.peers = None
         self.mnist = None if args.random_data else mnist_train()
         self.data_note = (
-            f"x: the first MNIST training images (bpfast.datasets.load_mnist: {MNIST_DIR}, $BPFAST_DATA, "
-            "the user cache; float32 in [0,1]; 81% of the pixels are 0, which the GEMM's zero skipping leaves out "
+            "x: the first MNIST training images (bpfast.datasets.load_mnist: "
+            + (f"{MNIST_DIR}, " if MNIST_DIR.is_dir() else "")
+            + "$BPFAST_DATA, the user cache; float32 in [0,1]; 81% of the pixels are 0, which the GEMM's zero skipping leaves out "
             "of the first layer's products, with the same results)"
             if self.mnist is not None
             else "x: seeded uniform [0,1) float32 ("

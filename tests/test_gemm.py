@@ -5,6 +5,7 @@ independence, the Affine kernels built on it, and the SciPy BLAS escape hatch.""
 
 from __future__ import annotations
 
+import os
 
 import numpy as np
 import pytest
@@ -311,6 +312,23 @@ def test_mixed_needs_float32_a_and_float64_rest():
         _core._gemm(np.ones((2, 3)), np.ones((3, 2), np.float32))
     with pytest.raises(TypeError, match="must match"):
         _core._gemm(np.ones((2, 3), np.float32), np.ones((3, 2)), np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("value, gemm, warns", [("scipy", "blas", False), ("bpfast", "bpfast", False),
+                                                ("", "bpfast", False), ("openblas", "bpfast", True)])
+def test_gemm_environment_variable(value, gemm, warns):
+    """BPFAST_GEMM at import: scipy the hatch, bpfast or empty the default, anything else a warning."""
+    import subprocess
+    import sys
+
+    if value == "scipy":
+        pytest.importorskip("scipy.linalg.cython_blas")
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import bpfast; from bpfast import _core; print(_core.info()['gemm'])")
+    env = dict(os.environ, BPFAST_GEMM=value, BPFAST_BACKEND="cpp")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == gemm
+    assert ("RuntimeWarning: BPFAST_GEMM='openblas' ignored (not 'scipy' or 'bpfast')" in out.stderr) == warns, out.stderr
 
 
 def test_scipy_blas_hatch():

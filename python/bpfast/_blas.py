@@ -8,6 +8,7 @@ SciPy is imported (by the core, in ``_set_blas_gemm``) only when this is asked f
 from __future__ import annotations
 
 import os
+import warnings
 
 
 def use_scipy_blas(on: bool = True) -> str:
@@ -22,6 +23,14 @@ def use_scipy_blas(on: bool = True) -> str:
 
 
 def apply_environment() -> None:
-    """Honour ``BPFAST_GEMM=scipy`` (anything else, or unset: bpfast's own GEMM)."""
-    if os.environ.get("BPFAST_GEMM", "").strip().lower() == "scipy":
+    """Honour ``BPFAST_GEMM``: ``scipy`` routes the products through SciPy's BLAS; ``bpfast`` (or
+    unset, or empty) keeps bpfast's own GEMM; anything else is a RuntimeWarning and bpfast's own."""
+    requested = os.environ.get("BPFAST_GEMM", "").strip().lower()
+    if requested == "scipy":
         use_scipy_blas(True)
+    elif requested not in ("", "bpfast"):
+        warnings.warn(
+            f"BPFAST_GEMM={os.environ['BPFAST_GEMM']!r} ignored (not 'scipy' or 'bpfast'); bpfast's own GEMM runs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
