@@ -319,3 +319,38 @@ def test_plain_arrays_and_the_general_path_agree_bit_for_bit(backend, x_dtype, w
         assert loss_p.dtype == loss_g.dtype and loss_p == loss_g
         assert y_p.dtype == y_g.dtype and np.array_equal(y_p, y_g)
         assert dx_p.dtype == dx_g.dtype and np.array_equal(dx_p, dx_g)
+
+
+def test_add_layer_backward_gives_each_input_its_own_array(backend):
+    """The book's dout * 1: dx and dy are fresh arrays, so a Relu.backward zeroing one of them in
+    place (the layer it flows into) cannot change the other branch's gradient or the caller's dout."""
+    from bpfast.layers import AddLayer
+
+    dout = np.ones(3)
+    dx, dy = AddLayer().backward(dout)
+    assert dx is not dout and dy is not dout and dx is not dy
+    relu = Relu()
+    relu.forward(np.array([-1.0, 2.0, 3.0]))
+    relu.backward(dx)  # zeroes dx[0] in place
+    np.testing.assert_array_equal(dx, [0, 1, 1])
+    np.testing.assert_array_equal(dy, [1, 1, 1])
+    np.testing.assert_array_equal(dout, [1, 1, 1])
+
+
+@pytest.mark.parametrize("dout", [2, 0.5, np.float32(0.5), np.float64(3.0), np.array(3.0)], ids=repr)
+@pytest.mark.parametrize("target", ["labels", "one-hot"])
+@dtype_param
+def test_softmax_with_loss_backward_scales_by_dout(backend, dtype, target, dout):
+    """backward(dout) is dout times backward(): the loss inside a larger graph, or weighted."""
+    from bpfast.functions import softmax_loss_backward
+
+    t = labels(2, 6, 4)
+    if target == "one-hot":
+        t = np.eye(4, dtype=dtype)[t]
+    layer = SoftmaxWithLoss()
+    layer.forward(normal(1, (6, 4), dtype), t)
+    unit = layer.backward()
+    scaled = layer.backward(dout)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(scaled, float(dout) * unit, rtol=rtol)
+    np.testing.assert_allclose(softmax_loss_backward(layer.y, t, dout), float(dout) * unit, rtol=rtol)

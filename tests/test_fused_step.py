@@ -150,6 +150,38 @@ def test_train_step_equals_gradient_then_update(backend, rng, dtype):
     assert_same_params(stepped, updated)
 
 
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_train_step_on_params_not_c_contiguous(backend, rng, layout):
+    """Params the kernel cannot update in place (Fortran order, a strided view) take the layered
+    step, updated in place all the same."""
+    stepped, updated = make_pair(np.float64, sizes=(30, 8, 5))
+    for net in (stepped, updated):
+        W1 = net.params["W1"]
+        if layout == "fortran":
+            W1 = np.asfortranarray(W1)
+        else:
+            W1 = np.repeat(W1, 2, axis=1)[:, ::2]
+            assert not W1.flags.c_contiguous and W1.flags.writeable
+        net.params["W1"] = net.layers["Affine1"].W = W1
+    before = stepped.params["W1"]
+    for _ in range(3):
+        step_both(stepped, updated, *batch(rng, n=20, d=30, c=5))
+    assert stepped.params["W1"] is before
+    assert_same_params(stepped, updated)
+
+
+def test_loss_backward_after_gradient_uses_its_targets(backend, rng):
+    """After gradient(x, t2), the loss layer's backward is that of t2 (the one-call path sets
+    the loss layer's target as the layered path does), also after an earlier loss(x, t1)."""
+    net = make_pair(np.float64, sizes=(30, 8, 5))[0]
+    x, t1 = batch(rng, n=12, d=30, c=5)
+    t2 = (t1 + 1) % 5
+    net.loss(x, t1)
+    net.gradient(x, t2)
+    y = net.lastLayer.y
+    np.testing.assert_allclose(net.lastLayer.backward(), (y - np.eye(5)[t2]) / len(x), rtol=1e-14, atol=1e-17)
+
+
 LEARNING_RATES = {
     "float": 0.1,
     "int": 1,

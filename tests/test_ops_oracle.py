@@ -134,6 +134,8 @@ MIXED_AFFINE = [
     (np.float16, np.float32, np.float32, np.float32),
     (np.float32, np.float32, np.float32, np.int32),
     (np.int64, np.int64, np.int64, np.int64),
+    (np.int32, np.float32, np.float32, np.float32),  # float64 results: NumPy's int32 with float32
+    (np.uint32, np.float32, np.float32, np.float32),
 ]
 
 

@@ -274,6 +274,83 @@ def test_accuracy_needs_one_label_per_image(t):
         accuracy(TwoLayerNet(4, 3, 2), np.ones((10, 4)), t)
 
 
+@pytest.mark.parametrize("iters, expected", [(10, [0, 5, 10]), (6, [0, 5]), (5, [0, 5]), (1, [0]), (0, [])])
+def test_eval_steps_measure_each_epoch_and_the_end_once(iters, expected):
+    """Epochs of 5 steps: the first step of each, and the end unless the last step was measured."""
+    from bpfast.training import eval_steps
+
+    assert eval_steps(iters, 50, 10) == expected
+
+
+def small_training_set(n=40, d=12, c=4):
+    rng = np.random.default_rng(11)
+    return rng.standard_normal((n, d)), rng.integers(0, c, n)
+
+
+def test_train_reports_through_its_callbacks():
+    """on_step(i, loss) every report_every steps (counted from 1) and at the end; on_eval at
+    each measurement, with what the history records."""
+    from bpfast.training import eval_steps, train
+
+    data = small_training_set()
+    np.random.seed(0)
+    steps, evals = [], []
+    history = train(TwoLayerNet(12, 6, 4), data, data, iters=7, batch_size=10, lr=0.1, report_every=3,
+                    on_step=lambda i, loss: steps.append((i, loss)), on_eval=lambda *a: evals.append(a))
+    assert steps == [(3, history.loss[2]), (6, history.loss[5]), (7, history.loss[6])]
+    assert history.eval_iters == eval_steps(7, 40, 10) == [0, 4, 7]
+    assert evals == list(zip(history.eval_iters, history.train_acc, history.test_acc))
+
+
+@pytest.mark.parametrize("target", ["labels", "one-hot"])
+def test_accuracy_counts_every_chunk(monkeypatch, target):
+    from bpfast import training
+
+    x, t = small_training_set(n=10)
+    np.random.seed(0)
+    net = TwoLayerNet(12, 6, 4, weight_init_std=1.0)
+    expected = np.mean(net.predict(x).argmax(axis=1) == t)
+    assert 0 < expected < 1
+    monkeypatch.setattr(training, "EVAL_CHUNK", 3)
+    assert training.accuracy(net, x, np.eye(4)[t] if target == "one-hot" else t) == expected
+
+
+class BookInterfaceNet:
+    """The book's TwoLayerNet interface (params, layers, lastLayer, gradient, predict) without
+    train_step, as a reader's own network class has it."""
+
+    def __init__(self, net):
+        self._net, self.params, self.layers, self.lastLayer = net, net.params, net.layers, net.lastLayer
+
+    def gradient(self, x, t):
+        return self._net.gradient(x, t)
+
+    def predict(self, x):
+        return self._net.predict(x)
+
+
+def test_train_steps_a_net_without_train_step_in_place(backend):
+    """The book's update, params[key] -= lr * grads[key], on a net with no fused step: the
+    layers compute with the updated arrays, as after the fused step."""
+    from bpfast.training import train
+
+    data = small_training_set()
+    nets = []
+    for _ in range(2):
+        np.random.seed(3)
+        nets.append(TwoLayerNet(12, 6, 4))
+    plain, fused = BookInterfaceNet(nets[0]), nets[1]
+    histories = []
+    for net in (plain, fused):
+        np.random.seed(5)  # the same batches
+        histories.append(train(net, data, data, iters=20, batch_size=10, lr=0.1))
+    assert plain.layers["Affine1"].W is plain.params["W1"] and plain.layers["Affine2"].b is plain.params["b2"]
+    for key in PARAMS:
+        np.testing.assert_allclose(plain.params[key], fused.params[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    np.testing.assert_allclose(histories[0].loss, histories[1].loss, rtol=1e-12)
+    assert histories[0].loss[-1] < histories[0].loss[0]
+
+
 def test_eval_steps_needs_a_batch():
     from bpfast.training import eval_steps
 
