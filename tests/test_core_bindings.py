@@ -321,6 +321,13 @@ BAD_INPUTS = [
         for name, call, lr in (("two_layer_gradient", _core.two_layer_gradient, ()), ("two_layer_train_step", _core.two_layer_train_step, (0.1,)))
         for t in (np.zeros((3, 0)), np.zeros(3, np.int64))
     ),
+    *(
+        (f"{name} {which} length", lambda call=call, lr=lr, b1=b1, b2=b2: call(np.ones((3, 4)), np.zeros(3, np.int64), np.ones((4, 5)), b1, np.ones((5, 3)), b2, *lr),
+         ValueError, rf"{name}: {pattern}")
+        for name, call, lr in (("two_layer_gradient", _core.two_layer_gradient, ()), ("two_layer_train_step", _core.two_layer_train_step, (0.1,)))
+        for which, b1, b2, pattern in (("b1", np.zeros(4), np.zeros(3), r"W1 has shape \(4, 5\) but b1 has shape \(4,\)"),
+                                       ("b2", np.zeros(5), np.zeros(2), r"W2 has shape \(5, 3\) but b2 has shape \(2,\)"))
+    ),
     ("set_num_threads too many", lambda: _core.set_num_threads(_core.MAX_THREADS + 1), ValueError, r"at most 65536, got 65537"),
     ("set_num_threads past int", lambda: _core.set_num_threads(2**40), ValueError, r"at most 65536, got 1099511627776"),
     ("softmax 0-D", lambda: _core.softmax(np.ones(())), ValueError, "at least one axis"),

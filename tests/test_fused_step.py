@@ -63,14 +63,16 @@ def test_gradient_matches_layered_path_bitwise(backend, rng, x_dtype, w_dtype, o
     assert_same_state(fused, layered)
 
 
+@pytest.mark.parametrize("onehot", [False, True], ids=["labels", "onehot"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("w_dtype", [np.float32, np.float64])
-def test_wide_hidden_layer_matches_layered_path_bitwise(backend, rng, w_dtype, threads):
+def test_wide_hidden_layer_matches_layered_path_bitwise(backend, rng, w_dtype, threads, onehot):
     """A hidden layer of 1000: the second layer's dx (through the ReLU's mask, fused in the
-    one-call step) runs in column blocks beside dW2 on two threads; the same bits as the layered
-    path's product and separate mask."""
+    one-call step) runs in column blocks beside dW2 on two threads, and the step takes the way
+    of nets whose weights pass 1 MiB; the same bits as the layered path's product and separate
+    mask."""
     fused, layered = make_pair(w_dtype, sizes=(784, 1000, 10))
-    x, t = batch(rng)
+    x, t = batch(rng, onehot=onehot)
     before = bpfast.get_num_threads()
     try:
         bpfast.set_num_threads(threads)
@@ -168,6 +170,23 @@ def test_train_step_on_params_not_c_contiguous(backend, rng, layout):
         step_both(stepped, updated, *batch(rng, n=20, d=30, c=5))
     assert stepped.params["W1"] is before
     assert_same_params(stepped, updated)
+
+
+@pytest.mark.parametrize("sizes", [(5, 6, 4), (784, 400, 10)], ids=["small", "over-1MiB"])
+def test_nan_in_one_hot_targets_picks_the_label_as_numpy_argmax(backend, sizes):
+    """The book's cross_entropy_error takes t.argmax(axis=1) of one-hot t: the first NaN of a
+    row wins. The one-call step does the same (small nets and nets past 1 MiB of weights)."""
+    fused, layered = make_pair(np.float64, sizes=sizes)
+    x = np.random.default_rng(4).random((8, sizes[0]))
+    t = np.eye(4 if sizes[2] == 4 else 10)[[1, 2, 0, 3, 1, 0, 2, 3]]
+    t[0, :4] = [0, np.nan, 1, 0]
+    t[1, :4] = [0.2, 0.7, np.nan, 0.1]
+    fused.gradient(x, t)
+    layered._layered_gradient(x, t)
+    y = layered.lastLayer.y
+    book = -np.sum(np.log(y[np.arange(8), t.argmax(axis=1)] + 1e-7)) / 8
+    np.testing.assert_allclose(layered.lastLayer.loss, book, rtol=1e-12)
+    np.testing.assert_allclose(fused.lastLayer.loss, book, rtol=1e-12)
 
 
 def test_loss_backward_after_gradient_uses_its_targets(backend, rng):
