@@ -54,12 +54,12 @@ py::dict info() {
     d["gemm_kernels"] = choice.kernels->blocking;
     d["gemm"] = gemm_backend();  // "bpfast", or "blas" (the BPFAST_GEMM=scipy hatch)
     d["gemm_zero_skipping"] = gemm_skip_zeros_enabled() ? "on" : "off";  // BPFAST_SKIP_ZEROS
-    d["num_threads"] = num_threads();
+    const int running = num_threads(), requested = requested_num_threads();
+    d["num_threads"] = running;
     std::string note = num_threads_env_problem();
-    if (num_threads() < requested_num_threads())
-        note += (note.empty() ? "" : "; ") + std::to_string(requested_num_threads()) +
-                " threads were set, but the system started only " + std::to_string(num_threads() - 1) +
-                " workers: the kernels run on " + std::to_string(num_threads());
+    if (running < requested)
+        note += (note.empty() ? "" : "; ") + std::to_string(requested) + " threads were set, but the system started only " +
+                std::to_string(running - 1) + " workers: the kernels run on " + std::to_string(running);
     if (!note.empty()) d["num_threads_note"] = note;
     return d;
 }

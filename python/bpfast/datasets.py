@@ -266,13 +266,18 @@ def _folder_state(folder: Path, have: int) -> str:
         return f"cannot be read: {exc.strerror or exc}"
 
 
+def _folders_of(root: Path, dataset: str) -> tuple[Path, Path]:
+    """Where a root holds a dataset: its ``<dataset>`` subfolder first, then the root itself."""
+    return root / dataset, root
+
+
 def _require_folder(dataset: str, data_dir: str | os.PathLike[str]) -> None:
     """Raise DatasetNotFoundError unless ``data_dir`` (or its ``<dataset>`` subfolder) holds the
     four files: for callers for whom that folder is the only acceptable source (the CLI's --data)."""
     _check_dataset(dataset)
     root = Path(data_dir).expanduser()
     looked = []
-    for folder in (root / dataset, root):
+    for folder in _folders_of(root, dataset):
         found, state = _look_in(folder)
         if found:
             return
@@ -290,7 +295,7 @@ def _candidate_dirs(dataset: str, data_dir: str | os.PathLike[str] | None) -> li
     roots += [(Path(p).expanduser(), "$BPFAST_DATA")
               for p in os.environ.get("BPFAST_DATA", "").split(os.pathsep) if p]
     roots.append((default_cache_dir(), "cache"))
-    folders = [(folder, origin) for root, origin in roots for folder in (root / dataset, root)]
+    folders = [(folder, origin) for root, origin in roots for folder in _folders_of(root, dataset)]
     return folders + [(folder, "Debian package") for folder in _SYSTEM_DIRS.get(dataset, ())]
 
 
